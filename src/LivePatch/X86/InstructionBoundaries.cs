@@ -35,7 +35,7 @@ public static class InstructionBoundaries
             decoder.Decode(out var instruction);
             if (instruction.IsInvalid)
                 throw new InvalidInstructionException(instruction.IP, decoder.LastError == DecoderError.NoMoreBytes
-                    ? $"the instruction at 0x{instruction.IP:x} is cut off by the end of the code given"
+                    ? $"the instruction at 0x{instruction.IP:x} is cut off by the end of the code given (or invalid)"
                     : $"the bytes at 0x{instruction.IP:x} are not a valid x86-64 instruction");
             instructions.Add(instruction);
             length += instruction.Length;

@@ -29,20 +29,59 @@ public static class Relocator
         var block = new List<Instruction>(instructions);
         if (continueAt is { } back)
             block.Add(Instruction.CreateBranch(Code.Jmp_rel32_64, back));
+        var bytes = Encode(block, newAddress, instructions, oldAddress, out var newOffsets);
+
+        var offsets = new (int Old, int New)[instructions.Count];
+        var rewritten = false;
+        for (var i = 0; i < instructions.Count; i++)
+        {
+            var newOffset = newOffsets[i];
+            if (newOffset == uint.MaxValue)
+            {
+                // Iced replaced it by a longer sequence (a far jcc, call or jmp through a slot).
+                RefuseRewrite(instructions[i]);
+                newOffset = CodeLength(instructions.GetRange(0, i), newAddress);
+                rewritten = true;
+            }
+            offsets[i] = ((int)(instructions[i].IP - oldAddress), (int)newOffset);
+        }
+        // Rewritten branches keep their 64-bit targets in slots after the code: falling off the end would run them.
+        if (rewritten && continueAt is null && !InstructionBoundaries.EndsFlow(instructions[^1])
+            && CodeLength(instructions, newAddress) != bytes.Length)
+            throw new RelocationException(
+                $"{InstructionText.Format(instructions[^1])} would fall through into the branch slots after the moved code at 0x{newAddress:x}: give an address to continue at");
+        return new RelocatedCode(oldAddress, newAddress, bytes, offsets);
+    }
+
+    private static byte[] Encode(List<Instruction> block, ulong newAddress, List<Instruction> original, ulong oldAddress, out uint[] newOffsets)
+    {
         var writer = new ByteListCodeWriter();
         if (!BlockEncoder.TryEncode(64, new InstructionBlock(writer, block, newAddress), out var error, out var result,
                 BlockEncoderOptions.ReturnNewInstructionOffsets))
-            throw new RelocationException(DescribeEncodeFailure(instructions, oldAddress, newAddress, error));
+            throw new RelocationException(DescribeEncodeFailure(original, oldAddress, newAddress, error));
+        newOffsets = result.NewInstructionOffsets;
+        return [.. writer.Bytes];
+    }
 
-        var bytes = writer.Bytes.ToArray();
-        var newOffsets = result.NewInstructionOffsets;
-        for (var i = 0; i < instructions.Count; i++)
-            RefuseLongerShortOnlyBranch(instructions[i], bytes, newAddress, newOffsets[i]);
+    // Where code that follows these instructions would start: the offset Iced gives a marker placed after them.
+    private static uint CodeLength(List<Instruction> instructions, ulong newAddress)
+    {
+        var withMarker = new List<Instruction>(instructions) { Instruction.Create(Code.Nopd) };
+        var writer = new ByteListCodeWriter();
+        if (!BlockEncoder.TryEncode(64, new InstructionBlock(writer, withMarker, newAddress), out var error, out var result,
+                BlockEncoderOptions.ReturnNewInstructionOffsets))
+            throw new RelocationException($"cannot relocate the code to 0x{newAddress:x}: {error}");
+        return result.NewInstructionOffsets[^1];
+    }
 
-        var offsets = new (int Old, int New)[instructions.Count];
-        for (var i = 0; i < instructions.Count; i++)
-            offsets[i] = ((int)(instructions[i].IP - oldAddress), (int)newOffsets[i]);
-        return new RelocatedCode(oldAddress, newAddress, bytes, offsets);
+    // Only jmp, jcc and call have rewrites that behave exactly like the original; loop, jrcxz and
+    // xbegin out of reach would become sequences with other flags, lengths or abort semantics.
+    private static void RefuseRewrite(in Instruction instruction)
+    {
+        if (instruction.IsJmpShortOrNear || instruction.IsJccShortOrNear || instruction.IsCallNear)
+            return;
+        throw new RelocationException(
+            $"{InstructionText.Format(instruction)} cannot reach 0x{instruction.NearBranchTarget:x} from its new address: its displacement has no longer form");
     }
 
     private static List<Instruction> DecodeAll(ReadOnlySpan<byte> code, ulong address)
@@ -55,7 +94,7 @@ public static class Relocator
             decoder.Decode(out var instruction);
             if (instruction.IsInvalid)
                 throw new InvalidInstructionException(instruction.IP, decoder.LastError == DecoderError.NoMoreBytes
-                    ? $"the instruction at 0x{instruction.IP:x} is cut off: relocate whole instructions only"
+                    ? $"the instruction at 0x{instruction.IP:x} is cut off by the end of the code (or invalid): relocate whole instructions only"
                     : $"the bytes at 0x{instruction.IP:x} are not a valid x86-64 instruction");
             instructions.Add(instruction);
         }
@@ -71,20 +110,6 @@ public static class Relocator
         if (target >= start && target < end)
             throw new RelocationException(
                 $"{InstructionText.Format(instruction)} branches back into the moved range 0x{start:x}-0x{end:x}");
-    }
-
-    // loop, loopcc and jrcxz exist only with rel8: Iced would replace an unreachable one by a
-    // longer sequence with different flags and length, which we do not accept in moved code.
-    private static void RefuseLongerShortOnlyBranch(in Instruction instruction, byte[] bytes, ulong newAddress, uint newOffset)
-    {
-        if (!(instruction.IsLoop || instruction.IsLoopcc || instruction.IsJcxShort))
-            return;
-        var decoder = Decoder.Create(64, new ByteArrayCodeReader(bytes, (int)newOffset, bytes.Length - (int)newOffset),
-            newAddress + newOffset);
-        decoder.Decode(out var moved);
-        if (moved.Code != instruction.Code || moved.NearBranchTarget != instruction.NearBranchTarget)
-            throw new RelocationException(
-                $"{InstructionText.Format(instruction)} cannot reach 0x{instruction.NearBranchTarget:x} with its 8-bit displacement from 0x{newAddress + newOffset:x}");
     }
 
     private static bool IsRelativeBranch(in Instruction instruction) =>

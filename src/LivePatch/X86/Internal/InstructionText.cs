@@ -8,7 +8,9 @@ internal static class InstructionText
     public static string Format(in Instruction instruction)
     {
         var formatter = new GasFormatter();
-        formatter.Options.FirstOperandCharIndex = 0;
+        formatter.Options.UppercaseHex = false;
+        formatter.Options.BranchLeadingZeros = false;
+        formatter.Options.SpaceAfterOperandSeparator = true;
         var output = new StringOutput();
         formatter.Format(instruction, output);
         return $"'{output.ToStringAndReset()}' at 0x{instruction.IP:x}";
