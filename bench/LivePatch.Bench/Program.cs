@@ -1,3 +1,4 @@
 using BenchmarkDotNet.Running;
 
-BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+// Run: dotnet run -c Release --project bench/LivePatch.Bench -- --filter '*'
+BenchmarkSwitcher.FromAssembly(typeof(LivePatch.Bench.X86Benchmarks).Assembly).Run(args);

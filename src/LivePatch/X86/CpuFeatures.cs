@@ -128,16 +128,24 @@ public sealed class CpuFeatures
     {
         if (!X86Base.X64.IsSupported)
             throw new PlatformNotSupportedException("CPU features are read with CPUID, which needs an x86-64 processor");
-        var maxLeaf = (uint)X86Base.CpuId(0, 0).Eax;
-        var maxExtendedLeaf = (uint)X86Base.CpuId(unchecked((int)0x80000000), 0).Eax;
-        var osSaves = OsSavedState();
+        // CPUID traps to the hypervisor in a VM (microseconds each): ask each leaf once.
+        var leaves = new Dictionary<(int Leaf, int Subleaf), (int Eax, int Ebx, int Ecx, int Edx)>();
+        (int Eax, int Ebx, int Ecx, int Edx) Query(int leaf, int subleaf)
+        {
+            if (!leaves.TryGetValue((leaf, subleaf), out var registers))
+                leaves[(leaf, subleaf)] = registers = X86Base.CpuId(leaf, subleaf);
+            return registers;
+        }
+        var maxLeaf = (uint)Query(0, 0).Eax;
+        var maxExtendedLeaf = (uint)Query(unchecked((int)0x80000000), 0).Eax;
+        var osSaves = OsSavedState(Query(1, 0).Ecx);
         var present = ImmutableHashSet.CreateBuilder<CpuFeature>();
         foreach (var bit in Bits)
         {
             var leaf = (uint)bit.Leaf;
             if (leaf >= 0x80000000 ? leaf > maxExtendedLeaf : leaf > maxLeaf)
                 continue;
-            var (eax, ebx, ecx, edx) = X86Base.CpuId(bit.Leaf, bit.Subleaf);
+            var (eax, ebx, ecx, edx) = Query(bit.Leaf, bit.Subleaf);
             var value = bit.Register switch { Register.Eax => eax, Register.Ebx => ebx, Register.Ecx => ecx, _ => edx };
             if ((value & (1 << bit.Index)) != 0 && osSaves >= bit.NeedsOs)
                 present.Add(bit.Feature);
@@ -174,9 +182,9 @@ public sealed class CpuFeatures
 
     // AVX needs the OS to save YMM state and AVX-512 also opmask and ZMM state. Without XGETBV,
     // OSXSAVE says the OS manages XCR0, and the runtime's own XCR0 check says which parts it set.
-    private static OsState OsSavedState()
+    private static OsState OsSavedState(int leaf1Ecx)
     {
-        var osxsave = (X86Base.CpuId(1, 0).Ecx & (1 << 27)) != 0;
+        var osxsave = (leaf1Ecx & (1 << 27)) != 0;
         if (!osxsave || !Avx.IsSupported)
             return OsState.None;
         return Avx512F.IsSupported ? OsState.Avx512 : OsState.Avx;
