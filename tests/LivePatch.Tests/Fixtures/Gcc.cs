@@ -57,6 +57,7 @@ public static class Gcc
 
     private static string CreateRunDirectory()
     {
+        RemoveDirectoriesOfEndedRuns();
         var path = Path.Combine(Path.GetTempPath(), $"livepatch-tests-{Environment.ProcessId}");
         Directory.CreateDirectory(path);
         AppDomain.CurrentDomain.ProcessExit += (_, _) =>
@@ -71,5 +72,39 @@ public static class Gcc
             }
         };
         return path;
+    }
+
+    /// <summary>The test host is often killed rather than exited, so each run also sweeps up after dead ones.</summary>
+    private static void RemoveDirectoriesOfEndedRuns()
+    {
+        foreach (var directory in Directory.EnumerateDirectories(Path.GetTempPath(), "livepatch-tests-*"))
+        {
+            if (!int.TryParse(Path.GetFileName(directory)["livepatch-tests-".Length..], out var pid) || IsRunning(pid))
+            {
+                continue;
+            }
+
+            try
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+            catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+            {
+                // Another user's or a concurrent sweep's directory: leave it.
+            }
+        }
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        try
+        {
+            using var process = Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
     }
 }
