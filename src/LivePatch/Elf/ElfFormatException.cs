@@ -1,0 +1,18 @@
+namespace LivePatch.Elf;
+
+/// <summary>
+/// The one exception the ELF reader throws for bytes that are not a well-formed ELF64
+/// little-endian x86-64 file; the message names the field that lies and where it is.
+/// </summary>
+public sealed class ElfFormatException : Exception
+{
+    /// <summary>Creates the exception for a problem found at <paramref name="offset"/> in the file.</summary>
+    public ElfFormatException(string message, long offset)
+        : base($"{message} [at file offset 0x{offset:x}]")
+    {
+        Offset = offset;
+    }
+
+    /// <summary>File offset of the field or structure that is wrong.</summary>
+    public long Offset { get; }
+}
