@@ -1,6 +1,6 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
+using LivePatch.Tests.Fixtures;
 
 namespace LivePatch.Tests.Elf;
 
@@ -20,28 +20,7 @@ internal static partial class Readelf
 
     public sealed record Note(string Owner, int DescriptorSize);
 
-    public static string Run(string options, string path)
-    {
-        var start = new ProcessStartInfo("readelf")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        start.ArgumentList.Add("-W");
-        start.ArgumentList.Add(options);
-        start.ArgumentList.Add(path);
-        using var readelf = Process.Start(start) ?? throw new InvalidOperationException("could not start readelf");
-        var stderr = readelf.StandardError.ReadToEndAsync();
-        var output = readelf.StandardOutput.ReadToEnd();
-        readelf.WaitForExit();
-        if (readelf.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"readelf {options} {path} failed: {stderr.Result}");
-        }
-
-        return output;
-    }
+    public static string Run(string options, string path) => ExternalTool.Run("readelf", "-W", options, path);
 
     public static (string Type, ulong Entry) Header(string path)
     {

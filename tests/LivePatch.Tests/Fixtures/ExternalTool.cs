@@ -28,10 +28,10 @@ internal static class ExternalTool
         return stdout;
     }
 
-    /// <summary>A fresh directory for one test's build outputs, under the run's temporary root.</summary>
+    /// <summary>A fresh directory for one test's build outputs, under the run's temporary root (removed when the run ends).</summary>
     public static string ScratchDirectory(string name)
     {
-        var path = Path.Combine(Path.GetTempPath(), $"livepatch-tests-{Environment.ProcessId}", name, Guid.NewGuid().ToString("N")[..8]);
+        var path = Path.Combine(Gcc.OutputDirectory, name, Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(path);
         return path;
     }

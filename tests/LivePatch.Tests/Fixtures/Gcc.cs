@@ -27,31 +27,8 @@ public static class Gcc
         var outputPath = Path.IsPathRooted(output) ? output : Path.Combine(OutputDirectory, output);
         Directory.CreateDirectory(Path.GetDirectoryName(outputPath)!);
 
-        var start = new ProcessStartInfo("gcc")
-        {
-            RedirectStandardError = true,
-            RedirectStandardOutput = true,
-            UseShellExecute = false,
-        };
-        foreach (var flag in flags.Split(' ', StringSplitOptions.RemoveEmptyEntries))
-        {
-            start.ArgumentList.Add(flag);
-        }
-
-        start.ArgumentList.Add(sourcePath);
-        start.ArgumentList.Add("-o");
-        start.ArgumentList.Add(outputPath);
-
-        using var gcc = Process.Start(start) ?? throw new InvalidOperationException("could not start gcc");
-        var stdout = gcc.StandardOutput.ReadToEndAsync();
-        var stderr = gcc.StandardError.ReadToEnd();
-        gcc.WaitForExit();
-        if (gcc.ExitCode != 0)
-        {
-            throw new InvalidOperationException(
-                $"gcc {flags} {sourcePath} -o {outputPath} failed with exit code {gcc.ExitCode}:\n{stderr}{stdout.Result}");
-        }
-
+        string[] arguments = [.. flags.Split(' ', StringSplitOptions.RemoveEmptyEntries), sourcePath, "-o", outputPath];
+        ExternalTool.Run("gcc", arguments);
         return outputPath;
     }
 
