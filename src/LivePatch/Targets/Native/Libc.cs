@@ -1,0 +1,48 @@
+using System.Runtime.InteropServices;
+
+namespace LivePatch.Targets.Native;
+
+/// <summary>The few libc entry points tracing needs. Every call sets errno for <see cref="Marshal.GetLastPInvokeError"/>.</summary>
+internal static partial class Libc
+{
+    public const int PtraceGetRegs = 12;
+    public const int PtraceSetRegs = 13;
+    public const int PtraceCont = 7;
+    public const int PtraceSingleStep = 9;
+    public const int PtraceDetach = 17;
+    public const int PtraceSeize = 0x4206;
+    public const int PtraceInterrupt = 0x4207;
+
+    public const int PtraceEventStop = 128;
+
+    public const int WNoHang = 1;
+    public const int WAll = 0x40000000;
+
+    public const int Sigtrap = 5;
+    public const int Sigstop = 19;
+
+    public const int Esrch = 3;
+    public const int Eperm = 1;
+    public const int Echild = 10;
+    public const int Eintr = 4;
+
+    [LibraryImport("libc", EntryPoint = "ptrace", SetLastError = true)]
+    public static partial long Ptrace(long request, int pid, nint address, nint data);
+
+    [LibraryImport("libc", EntryPoint = "waitpid", SetLastError = true)]
+    public static partial int WaitPid(int pid, out int status, int options);
+
+    [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
+    public static partial long Syscall3(long number, long a, long b, long c);
+
+    public const long SysTgkill = 234;
+
+    public static string ErrorText(int errno) => Marshal.GetPInvokeErrorMessage(errno);
+}
+
+/// <summary>The kernel's <c>struct user_regs_struct</c> for x86-64, as PTRACE_GETREGS fills it.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct UserRegisters
+{
+    public ulong R15, R14, R13, R12, Rbp, Rbx, R11, R10, R9, R8, Rax, Rcx, Rdx, Rsi, Rdi, OrigRax, Rip, Cs, Eflags, Rsp, Ss, FsBase, GsBase, Ds, Es, Fs, Gs;
+}

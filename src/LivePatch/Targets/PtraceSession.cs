@@ -1,0 +1,417 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using LivePatch.Targets.Native;
+
+namespace LivePatch.Targets;
+
+/// <summary>
+/// A ptrace session on every thread of one process. All requests run on one <see cref="TracerThread"/>.
+/// Threads are seized without stopping them; <see cref="StopAll"/> interrupts them, <see cref="ResumeAll"/>
+/// lets them go with any signal we intercepted delivered again, and <see cref="Dispose"/> detaches every thread
+/// on every path. The main thread is seized first: the kernel allows one tracer, so a second livepatch (or
+/// a debugger) finds the process busy for the whole session.
+/// </summary>
+internal sealed class PtraceSession : IDisposable
+{
+    private sealed class TracedThread(int tid)
+    {
+        public int Tid { get; } = tid;
+        public bool Stopped { get; set; }
+        public int PendingSignal { get; set; }
+    }
+
+    private readonly Dictionary<int, TracedThread> _threads = [];
+    private readonly TracerThread _tracer;
+    private ulong? _syscallInstruction;
+    private bool _disposed;
+
+    private PtraceSession(int pid)
+    {
+        Pid = pid;
+        _tracer = new TracerThread($"livepatch tracer {pid}");
+    }
+
+    public int Pid { get; }
+
+    /// <summary>Seizes every thread of <paramref name="pid"/> (without stopping them).</summary>
+    /// <exception cref="TargetException">No such process, no permission, or another tracer holds it.</exception>
+    public static PtraceSession Attach(int pid)
+    {
+        if (pid == Environment.ProcessId)
+            throw new TargetException(TargetError.PermissionDenied, pid, $"process {pid} is livepatch itself: a process cannot trace itself");
+        var session = new PtraceSession(pid);
+        try
+        {
+            session._tracer.Invoke(() =>
+            {
+                session.Seize(pid, isFirst: true);
+                session.SeizeNewThreads();
+            });
+            return session;
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Runs <paramref name="work"/> on the tracer thread (where all ptrace requests must be made).</summary>
+    public T OnTracer<T>(Func<T> work) => _tracer.Invoke(work);
+
+    /// <summary>The threads currently stopped by this session.</summary>
+    public IReadOnlyList<int> StoppedThreads => [.. _threads.Values.Where(t => t.Stopped).Select(t => t.Tid)];
+
+    /// <summary>
+    /// Stops every thread, seizing threads created meanwhile, until a scan of <c>/proc/PID/task</c> finds none new.
+    /// Returns the tids of the stopped threads. On timeout resumes everyone and throws naming the threads that did not stop.
+    /// Must run on the tracer thread.
+    /// </summary>
+    public IReadOnlyList<int> StopAll(long deadlineTimestamp)
+    {
+        RequireTracer();
+        while (true)
+        {
+            foreach (var thread in _threads.Values.Where(t => !t.Stopped).ToList())
+                Interrupt(thread);
+            WaitUntilStopped(deadlineTimestamp);
+            if (!SeizeNewThreads())
+                break;
+        }
+        if (_threads.Count == 0)
+            throw new TargetException(TargetError.Exited, Pid, $"process {Pid} exited");
+        return StoppedThreads;
+    }
+
+    /// <summary>Resumes every stopped thread, delivering any signal that arrived while it was held. Must run on the tracer thread.</summary>
+    public void ResumeAll()
+    {
+        RequireTracer();
+        foreach (var thread in _threads.Values.Where(t => t.Stopped).ToList())
+            Resume(thread);
+    }
+
+    /// <summary>Stops one thread (the main one if it can) for a short job such as a remote system call. Must run on the tracer thread.</summary>
+    public int StopOne(long deadlineTimestamp)
+    {
+        RequireTracer();
+        var thread = _threads.GetValueOrDefault(Pid) ?? _threads.Values.FirstOrDefault()
+            ?? throw new TargetException(TargetError.Exited, Pid, $"process {Pid} exited");
+        if (!thread.Stopped)
+        {
+            Interrupt(thread);
+            WaitUntilStopped(deadlineTimestamp, thread);
+        }
+        if (!thread.Stopped)
+            throw new TargetException(TargetError.Exited, Pid, $"thread {thread.Tid} of process {Pid} exited");
+        return thread.Tid;
+    }
+
+    public UserRegisters GetRegisters(int tid)
+    {
+        RequireTracer();
+        var registers = default(UserRegisters);
+        unsafe
+        {
+            if (Libc.Ptrace(Libc.PtraceGetRegs, tid, 0, (nint)(&registers)) < 0)
+                throw Failure("PTRACE_GETREGS", tid);
+        }
+        return registers;
+    }
+
+    public void SetRegisters(int tid, in UserRegisters registers)
+    {
+        RequireTracer();
+        var copy = registers;
+        unsafe
+        {
+            if (Libc.Ptrace(Libc.PtraceSetRegs, tid, 0, (nint)(&copy)) < 0)
+                throw Failure("PTRACE_SETREGS", tid);
+        }
+    }
+
+    /// <summary>
+    /// Makes the stopped thread <paramref name="tid"/> execute one system call and returns its result
+    /// (negative errno on failure). Every register is restored afterwards; no stack is touched.
+    /// </summary>
+    public long Syscall(int tid, long number, long a0 = 0, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0, long a5 = 0)
+    {
+        RequireTracer();
+        var saved = GetRegisters(tid);
+        var call = saved;
+        var instruction = _syscallInstruction ??= FindSyscallInstruction();
+        call.Rip = instruction;
+        call.Rax = (ulong)number;
+        call.OrigRax = ulong.MaxValue; // not in a system call: keeps the kernel from restarting an interrupted one
+        (call.Rdi, call.Rsi, call.Rdx, call.R10, call.R8, call.R9) = ((ulong)a0, (ulong)a1, (ulong)a2, (ulong)a3, (ulong)a4, (ulong)a5);
+        SetRegisters(tid, call);
+        try
+        {
+            var thread = _threads[tid];
+            while (true)
+            {
+                if (Libc.Ptrace(Libc.PtraceSingleStep, tid, 0, 0) < 0)
+                    throw Failure("PTRACE_SINGLESTEP", tid);
+                thread.Stopped = false;
+                var status = WaitFor(thread, Stopwatch.GetTimestamp() + Stopwatch.Frequency * 5);
+                if (status is null)
+                    throw new TargetException(TargetError.Timeout, Pid, $"thread {tid} of process {Pid} did not come back from a system call made for livepatch");
+                var after = GetRegisters(tid);
+                if (after.Rip == instruction + 2)
+                    return (long)after.Rax;
+                // A signal arrived before the instruction ran: it was kept for later; step again.
+            }
+        }
+        finally
+        {
+            if (_threads.ContainsKey(tid))
+                SetRegisters(tid, saved);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        try
+        {
+            _tracer.Invoke(DetachAll);
+        }
+        finally
+        {
+            _tracer.Dispose();
+        }
+    }
+
+    private void DetachAll()
+    {
+        var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
+        foreach (var thread in _threads.Values.Where(t => !t.Stopped).ToList())
+            Interrupt(thread);
+        try
+        {
+            WaitUntilStopped(deadline);
+        }
+        catch (TargetException)
+        {
+            // Best effort: a thread that will not stop is detached by the kernel when we exit.
+        }
+        foreach (var thread in _threads.Values.ToList())
+        {
+            if (thread.Stopped)
+                Libc.Ptrace(Libc.PtraceDetach, thread.Tid, 0, thread.PendingSignal);
+            _threads.Remove(thread.Tid);
+        }
+    }
+
+    private void Seize(int tid, bool isFirst)
+    {
+        if (Libc.Ptrace(Libc.PtraceSeize, tid, 0, 0) >= 0)
+        {
+            _threads[tid] = new TracedThread(tid);
+            return;
+        }
+        var errno = Marshal.GetLastPInvokeError();
+        if (errno == Libc.Esrch && !isFirst)
+            return; // the thread exited between the scan and the seize
+        if (errno == Libc.Esrch)
+            throw Directory.Exists($"/proc/{Pid}") ? new TargetException(TargetError.PermissionDenied, Pid, $"process {Pid} cannot be traced (it is a zombie or a kernel thread)") : TargetException.NotFound(Pid);
+        if (errno == Libc.Eperm && TracerOf(tid) is { } tracer and not 0)
+            throw new TargetException(TargetError.Busy, Pid, $"process {Pid} is busy: it is already traced by process {tracer} ({CommandName(tracer)})");
+        throw new TargetException(TargetError.PermissionDenied, Pid,
+            $"process {Pid}: cannot trace thread {tid}: {Libc.ErrorText(errno)} (run as the process's owner with ptrace allowed, or as root)");
+    }
+
+    /// <summary>Seizes the threads listed in /proc/PID/task that are not traced yet; true if there were any.</summary>
+    private bool SeizeNewThreads()
+    {
+        var found = false;
+        foreach (var tid in TaskIds())
+        {
+            if (_threads.ContainsKey(tid))
+                continue;
+            Seize(tid, isFirst: false);
+            found |= _threads.ContainsKey(tid);
+        }
+        return found;
+    }
+
+    private IEnumerable<int> TaskIds()
+    {
+        string[] entries;
+        try
+        {
+            entries = Directory.GetDirectories($"/proc/{Pid}/task");
+        }
+        catch (DirectoryNotFoundException)
+        {
+            throw new TargetException(TargetError.Exited, Pid, $"process {Pid} exited");
+        }
+        foreach (var entry in entries)
+            if (int.TryParse(Path.GetFileName(entry), out var tid))
+                yield return tid;
+    }
+
+    private void Interrupt(TracedThread thread)
+    {
+        if (Libc.Ptrace(Libc.PtraceInterrupt, thread.Tid, 0, 0) < 0 && Marshal.GetLastPInvokeError() == Libc.Esrch)
+            _threads.Remove(thread.Tid);
+    }
+
+    private void Resume(TracedThread thread)
+    {
+        var signal = thread.PendingSignal;
+        thread.PendingSignal = 0;
+        thread.Stopped = false;
+        if (Libc.Ptrace(Libc.PtraceCont, thread.Tid, 0, signal) < 0 && Marshal.GetLastPInvokeError() == Libc.Esrch)
+            _threads.Remove(thread.Tid);
+    }
+
+    private void WaitUntilStopped(long deadlineTimestamp, TracedThread? only = null)
+    {
+        var spins = 0;
+        while (true)
+        {
+            var pending = only is null ? _threads.Values.Where(t => !t.Stopped).ToList() : only.Stopped ? [] : [only];
+            if (pending.Count == 0)
+                return;
+            foreach (var thread in pending)
+                Poll(thread);
+            if (pending.All(t => t.Stopped || !_threads.ContainsKey(t.Tid)))
+                return;
+            if (Stopwatch.GetTimestamp() > deadlineTimestamp)
+            {
+                var stuck = string.Join(", ", pending.Where(t => !t.Stopped && _threads.ContainsKey(t.Tid)).Select(t => $"{t.Tid} ({ThreadState(t.Tid)})"));
+                ResumeAll();
+                throw new TargetException(TargetError.Timeout, Pid, $"process {Pid}: thread(s) {stuck} did not stop before the timeout");
+            }
+            if (++spins > 64)
+                Thread.Sleep(0);
+        }
+    }
+
+    private int? WaitFor(TracedThread thread, long deadlineTimestamp)
+    {
+        while (true)
+        {
+            var status = Poll(thread);
+            if (thread.Stopped)
+                return status;
+            if (!_threads.ContainsKey(thread.Tid))
+                throw new TargetException(TargetError.Exited, Pid, $"thread {thread.Tid} of process {Pid} exited");
+            if (Stopwatch.GetTimestamp() > deadlineTimestamp)
+                return null;
+            Thread.Sleep(0);
+        }
+    }
+
+    /// <summary>Collects one wait status of <paramref name="thread"/> without blocking.</summary>
+    private int? Poll(TracedThread thread)
+    {
+        var result = Libc.WaitPid(thread.Tid, out var status, Libc.WNoHang | Libc.WAll);
+        if (result == 0)
+            return null;
+        if (result < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno == Libc.Eintr)
+                return null;
+            _threads.Remove(thread.Tid); // ECHILD: it is gone
+            return null;
+        }
+        var terminationSignal = status & 0x7f;
+        if (terminationSignal != 0x7f) // exited (0) or killed by a signal
+        {
+            _threads.Remove(thread.Tid);
+            return status;
+        }
+        if ((status & 0xff) == 0x7f)
+        {
+            var signal = (status >> 8) & 0xff;
+            var ptraceEvent = status >> 16;
+            thread.Stopped = true;
+            // A signal-delivery stop: the signal is the program's, to be delivered when we let it go.
+            // Event stops (our interrupt, a group stop) and the trap of our own single step carry nothing.
+            if (ptraceEvent == 0 && signal != Libc.Sigtrap)
+                thread.PendingSignal = signal;
+        }
+        return status;
+    }
+
+    private ulong FindSyscallInstruction()
+    {
+        var map = MemoryMap.Read(Pid);
+        var executable = map.Regions.Where(r => r.Protection.HasFlag(MemoryProtection.Execute))
+            .OrderBy(r => r.Path == "[vdso]" ? 0 : r.Path.Contains("/libc", StringComparison.Ordinal) ? 1 : 2);
+        using var memory = new ProcessMemory(Pid);
+        foreach (var region in executable)
+        {
+            if (region.Path == "[vsyscall]")
+                continue;
+            var length = (int)Math.Min(region.Size, 1 << 20);
+            var bytes = new byte[length];
+            if (!memory.TryRead(region.Start, bytes))
+                continue;
+            var index = bytes.AsSpan().IndexOf((ReadOnlySpan<byte>)[0x0f, 0x05]);
+            if (index >= 0)
+                return region.Start + (ulong)index;
+        }
+        throw new TargetException(TargetError.SystemCallFailed, Pid, $"process {Pid}: no syscall instruction found in its executable memory");
+    }
+
+    private TargetException Failure(string request, int tid)
+    {
+        var errno = Marshal.GetLastPInvokeError();
+        if (errno == Libc.Esrch)
+        {
+            _threads.Remove(tid);
+            return new TargetException(TargetError.Exited, Pid, $"thread {tid} of process {Pid} exited during {request}");
+        }
+        return new TargetException(TargetError.SystemCallFailed, Pid, $"process {Pid}: {request} on thread {tid} failed: {Libc.ErrorText(errno)}");
+    }
+
+    private void RequireTracer()
+    {
+        if (!_tracer.IsCurrent)
+            throw new InvalidOperationException("ptrace requests must run on the session's tracer thread (use OnTracer)");
+    }
+
+    private int? TracerOf(int tid)
+    {
+        try
+        {
+            var line = File.ReadLines($"/proc/{Pid}/task/{tid}/status").FirstOrDefault(l => l.StartsWith("TracerPid:", StringComparison.Ordinal));
+            return line is null ? null : int.Parse(line["TracerPid:".Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
+    private static string CommandName(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/comm").Trim();
+        }
+        catch (IOException)
+        {
+            return "unknown";
+        }
+    }
+
+    private string ThreadState(int tid)
+    {
+        try
+        {
+            var line = File.ReadLines($"/proc/{Pid}/task/{tid}/status").FirstOrDefault(l => l.StartsWith("State:", StringComparison.Ordinal));
+            return line?["State:".Length..].Trim() ?? "unknown state";
+        }
+        catch (IOException)
+        {
+            return "gone";
+        }
+    }
+}

@@ -1,0 +1,165 @@
+using LivePatch.Elf;
+
+namespace LivePatch.Targets;
+
+/// <summary>
+/// A running process whose code LivePatch reads and changes: its memory map, modules, symbols and threads.
+/// Opening one does not trace or stop it; operations that need ptrace attach for their own duration.
+/// </summary>
+public sealed class TargetProcess : IDisposable
+{
+    private readonly ProcessMemory _memory;
+    private IReadOnlyList<TargetModule>? _modules;
+
+    private TargetProcess(int pid)
+    {
+        Pid = pid;
+        _memory = new ProcessMemory(pid);
+    }
+
+    /// <summary>The process id.</summary>
+    public int Pid { get; }
+
+    /// <summary>Opens process <paramref name="pid"/> for reading and patching.</summary>
+    /// <exception cref="TargetException">No such process, no permission, or it is not an x86-64 ELF process.</exception>
+    public static TargetProcess Open(int pid)
+    {
+        if (pid <= 0)
+            throw TargetException.NotFound(pid);
+        var status = TargetFiles.ReadAllText(pid, "status");
+        if (status.Contains("State:\tZ", StringComparison.Ordinal))
+            throw new TargetException(TargetError.Exited, pid, $"process {pid} has exited (it is a zombie)");
+        var target = new TargetProcess(pid);
+        try
+        {
+            var main = target.MainModule;
+            if (main.Elf.Machine != ElfMachine.X64)
+                throw new TargetException(TargetError.PermissionDenied, pid, $"process {pid} ({main.Name}) is not an x86-64 program");
+            return target;
+        }
+        catch
+        {
+            target.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The process's mappings, read now.</summary>
+    public MemoryMap ReadMemoryMap() => MemoryMap.Read(Pid);
+
+    /// <summary>The executable and shared libraries mapped now (file mappings with executable code).</summary>
+    public IReadOnlyList<TargetModule> Modules => _modules ??= ReadModules();
+
+    /// <summary>The main program.</summary>
+    public TargetModule MainModule => Modules.FirstOrDefault(m => m.IsMainExecutable)
+        ?? throw new TargetException(TargetError.SystemCallFailed, Pid, $"process {Pid}: its main executable is not mapped");
+
+    /// <summary>Forgets the cached module list, so the next use re-reads the memory map (after dlopen, say).</summary>
+    public void Refresh() => _modules = null;
+
+    /// <summary>The ids of the process's threads, from <c>/proc/PID/task</c>.</summary>
+    public IReadOnlyList<int> ThreadIds()
+    {
+        try
+        {
+            return [.. Directory.GetDirectories($"/proc/{Pid}/task").Select(d => int.Parse(Path.GetFileName(d), System.Globalization.CultureInfo.InvariantCulture)).Order()];
+        }
+        catch (DirectoryNotFoundException)
+        {
+            throw new TargetException(TargetError.Exited, Pid, $"process {Pid} exited");
+        }
+    }
+
+    /// <summary>Reads <paramref name="count"/> bytes of the process's memory at <paramref name="address"/>.</summary>
+    /// <exception cref="TargetException">The memory is not mapped or the process is gone.</exception>
+    public byte[] ReadMemory(ulong address, int count)
+    {
+        var bytes = new byte[count];
+        _memory.Read(address, bytes);
+        return bytes;
+    }
+
+    /// <summary>Writes into the process's memory, whatever its page protection. Code changes must go through the poker.</summary>
+    internal void WriteMemory(ulong address, ReadOnlySpan<byte> bytes) => _memory.Write(address, bytes);
+
+    /// <summary>
+    /// Finds the one symbol <paramref name="spec"/> names: <c>name</c>, or <c>module!name</c> where module is a file
+    /// name (<c>libc.so.6</c>), that name without its <c>.so</c> suffix (<c>libc</c>) or a path. Static symbols count
+    /// when the module has a <c>.symtab</c>; old symbol versions (<c>name@VER</c>) count only when no default exists.
+    /// </summary>
+    /// <exception cref="SymbolResolutionException">No symbol, or several at different addresses; the message lists them.</exception>
+    public TargetSymbol ResolveSymbol(string spec)
+    {
+        var (moduleSpec, name) = SplitSpec(spec);
+        var modules = moduleSpec is null ? Modules : Modules.Where(m => m.Matches(moduleSpec)).ToList();
+        if (moduleSpec is not null && modules.Count == 0)
+            throw new SymbolResolutionException(spec, [], $"process {Pid} has no module '{moduleSpec}' (for '{spec}'); modules: {string.Join(", ", Modules.Select(m => m.Name).Distinct())}");
+        var candidates = Candidates(modules, name);
+        return candidates.Count switch
+        {
+            1 => candidates[0],
+            0 => throw new SymbolResolutionException(spec, [], $"process {Pid} has no symbol '{spec}'"),
+            _ => throw new SymbolResolutionException(spec, candidates,
+                $"'{spec}' is ambiguous in process {Pid}: {string.Join(", ", candidates)}; name one as module!name"),
+        };
+    }
+
+    /// <summary>The symbols named <paramref name="name"/> in <paramref name="modules"/>, one per address, default versions first.</summary>
+    internal static List<TargetSymbol> Candidates(IEnumerable<TargetModule> modules, string name)
+    {
+        var all = modules.SelectMany(m => m.Symbols.Where(s => s.Name == name)).ToList();
+        if (all.Any(s => !s.IsNonDefaultVersion))
+            all.RemoveAll(s => s.IsNonDefaultVersion);
+        return [.. all.DistinctBy(s => s.Address)];
+    }
+
+    internal static (string? Module, string Name) SplitSpec(string spec)
+    {
+        var bang = spec.LastIndexOf('!');
+        return bang < 0 ? (null, spec) : (spec[..bang], spec[(bang + 1)..]);
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => _memory.Dispose();
+
+    private List<TargetModule> ReadModules()
+    {
+        var map = ReadMemoryMap();
+        string exe;
+        try
+        {
+            exe = File.ResolveLinkTarget($"/proc/{Pid}/exe", returnFinalTarget: false)?.FullName ?? "";
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            exe = "";
+        }
+        var modules = new List<TargetModule>();
+        foreach (var group in map.Regions.Where(r => r.IsFile).GroupBy(r => (r.Path, r.Inode)))
+        {
+            var regions = group.OrderBy(r => r.Start).ToList();
+            if (!regions.Any(r => r.Protection.HasFlag(MemoryProtection.Execute)))
+                continue;
+            var isMain = exe.Length > 0 && (group.Key.Path == exe || group.Key.Path == exe + " (deleted)" || exe == group.Key.Path.Replace(" (deleted)", "", StringComparison.Ordinal));
+            modules.Add(new TargetModule(Pid, group.Key.Path, regions, isMain));
+        }
+        return modules;
+    }
+}
+
+/// <summary>A symbol name that names no symbol, or several; <see cref="Candidates"/> lists the several.</summary>
+public sealed class SymbolResolutionException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public SymbolResolutionException(string spec, IReadOnlyList<TargetSymbol> candidates, string message) : base(message)
+    {
+        Spec = spec;
+        Candidates = candidates;
+    }
+
+    /// <summary>The name as it was asked for.</summary>
+    public string Spec { get; }
+
+    /// <summary>The symbols it could mean (empty when none).</summary>
+    public IReadOnlyList<TargetSymbol> Candidates { get; }
+}

@@ -1,0 +1,70 @@
+using System.Collections.Concurrent;
+using System.Runtime.ExceptionServices;
+
+namespace LivePatch.Targets;
+
+/// <summary>
+/// The one OS thread that issues every ptrace request for a session: the kernel accepts requests for
+/// a tracee only from the thread that attached it, so no request may run anywhere else.
+/// </summary>
+internal sealed class TracerThread : IDisposable
+{
+    private readonly BlockingCollection<Action> _work = [];
+    private readonly Thread _thread;
+
+    public TracerThread(string name)
+    {
+        _thread = new Thread(Loop) { IsBackground = true, Name = name };
+        _thread.Start();
+    }
+
+    public bool IsCurrent => Environment.CurrentManagedThreadId == _thread.ManagedThreadId;
+
+    /// <summary>Runs <paramref name="work"/> on the tracer thread and returns its result, or rethrows its exception.</summary>
+    public T Invoke<T>(Func<T> work)
+    {
+        if (IsCurrent)
+            return work();
+        T result = default!;
+        ExceptionDispatchInfo? failure = null;
+        using var done = new ManualResetEventSlim();
+        _work.Add(() =>
+        {
+            try
+            {
+                result = work();
+            }
+            catch (Exception error)
+            {
+                failure = ExceptionDispatchInfo.Capture(error);
+            }
+            finally
+            {
+                done.Set();
+            }
+        });
+        done.Wait();
+        failure?.Throw();
+        return result;
+    }
+
+    public void Invoke(Action work) => Invoke(() =>
+    {
+        work();
+        return 0;
+    });
+
+    public void Dispose()
+    {
+        _work.CompleteAdding();
+        if (!IsCurrent)
+            _thread.Join();
+        _work.Dispose();
+    }
+
+    private void Loop()
+    {
+        foreach (var work in _work.GetConsumingEnumerable())
+            work();
+    }
+}

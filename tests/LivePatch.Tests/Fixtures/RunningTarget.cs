@@ -1,0 +1,144 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace LivePatch.Tests.Fixtures;
+
+/// <summary>
+/// A fixture program compiled by gcc and running as a child of the test: its output lines are collected,
+/// and Dispose kills it, whatever the test did, so nothing is left running or stopped.
+/// </summary>
+internal sealed partial class RunningTarget : IDisposable
+{
+    private readonly Process _process;
+    private readonly BlockingCollection<string> _lines = [];
+    private readonly List<string> _all = [];
+
+    private RunningTarget(Process process)
+    {
+        _process = process;
+        _process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null)
+                return;
+            lock (_all)
+                _all.Add(e.Data);
+            _lines.Add(e.Data);
+        };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+        Ready = WaitForLine(l => l.StartsWith("ready ", StringComparison.Ordinal), TimeSpan.FromSeconds(20));
+    }
+
+    public int Pid => _process.Id;
+
+    /// <summary>The program's first line, <c>ready PID name=ADDR ...</c>.</summary>
+    public string Ready { get; }
+
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>An address the program printed on its ready line, e.g. <c>ReadyAddress("compute")</c>.</summary>
+    public ulong ReadyAddress(string name)
+    {
+        var match = Regex.Match(Ready, $@"\b{Regex.Escape(name)}=0x([0-9a-f]+)");
+        Assert.True(match.Success, $"'{name}' is not on the ready line: {Ready}");
+        return ulong.Parse(match.Groups[1].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>Compiles <paramref name="source"/> (under tests/fixtures) once per flag set and starts it.</summary>
+    public static RunningTarget Start(string source, string flags, params string[] arguments)
+    {
+        var executable = Build(source, flags);
+        return StartExecutable(executable, arguments);
+    }
+
+    public static string Build(string source, string flags)
+    {
+        var name = Path.GetFileNameWithoutExtension(source) + "-" + Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(flags)))[..8];
+        var output = Path.Combine(Gcc.OutputDirectory, "targets", name);
+        lock (BuildLock)
+        {
+            if (!File.Exists(output))
+                Gcc.Compile(source, flags, output);
+        }
+        return output;
+    }
+
+    public static RunningTarget StartExecutable(string executable, params string[] arguments)
+    {
+        var start = new ProcessStartInfo(executable)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var argument in arguments)
+            start.ArgumentList.Add(argument);
+        var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {executable}");
+        try
+        {
+            return new RunningTarget(process);
+        }
+        catch
+        {
+            Kill(process);
+            throw;
+        }
+    }
+
+    /// <summary>Waits for a line the program prints from now on that satisfies <paramref name="predicate"/>.</summary>
+    public string WaitForLine(Func<string, bool> predicate, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var left = deadline - DateTime.UtcNow;
+            if (left <= TimeSpan.Zero || !_lines.TryTake(out var line, left))
+                throw new TimeoutException($"target {_process.Id} printed no matching line in {timeout.TotalSeconds} s; last lines: {string.Join(" | ", LastLines(5))}");
+            if (predicate(line))
+                return line;
+        }
+    }
+
+    /// <summary>Waits for a fresh status line and returns the value of <paramref name="key"/> on it (e.g. <c>compute=3</c>).</summary>
+    public int NextValue(string key)
+    {
+        var pattern = new Regex($@"\b{Regex.Escape(key)}=(-?\d+)");
+        // Skip lines printed before the caller's change could show.
+        WaitForLine(l => pattern.IsMatch(l), TimeSpan.FromSeconds(10));
+        var line = WaitForLine(l => pattern.IsMatch(l), TimeSpan.FromSeconds(10));
+        return int.Parse(pattern.Match(line).Groups[1].Value, CultureInfo.InvariantCulture);
+    }
+
+    public IReadOnlyList<string> LastLines(int count)
+    {
+        lock (_all)
+            return _all.TakeLast(count).ToList();
+    }
+
+    public void Dispose()
+    {
+        Kill(_process);
+        _process.Dispose();
+        _lines.Dispose();
+    }
+
+    private static void Kill(Process process)
+    {
+        try
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+                process.WaitForExit(10_000);
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            // already gone
+        }
+    }
+
+    private static readonly Lock BuildLock = new();
+}

@@ -1,0 +1,100 @@
+using LivePatch.Elf;
+using LivePatch.Targets;
+using LivePatch.Tests.Fixtures;
+
+namespace LivePatch.Tests.Targets;
+
+public class TargetProcessTests
+{
+    internal const string WorkerFlags = "-O2 -g -pthread -fcf-protection=full";
+
+    [Fact]
+    public void Symbols_resolve_to_the_addresses_the_process_itself_sees()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", WorkerFlags, "2");
+        using var target = TargetProcess.Open(worker.Pid);
+
+        Assert.Equal(worker.ReadyAddress("compute"), target.ResolveSymbol("compute").Address);
+        Assert.Equal(worker.ReadyAddress("helper"), target.ResolveSymbol("helper").Address);
+        var secret = target.ResolveSymbol("secret");
+        Assert.Equal(worker.ReadyAddress("secret"), secret.Address);
+        Assert.Equal(ElfSymbolBinding.Local, secret.Binding);
+        Assert.Equal(worker.ReadyAddress("counter"), target.ResolveSymbol("counter").Address);
+        Assert.True(target.MainModule.IsMainExecutable);
+        Assert.Contains(target.Modules, m => m.Name.StartsWith("libc.so", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Module_names_qualify_a_symbol()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", WorkerFlags, "1");
+        using var target = TargetProcess.Open(worker.Pid);
+        var exe = target.MainModule.Name;
+
+        Assert.Equal(worker.ReadyAddress("compute"), target.ResolveSymbol($"{exe}!compute").Address);
+        Assert.Equal(target.ResolveSymbol("libc.so.6!getpid").Address, target.ResolveSymbol("libc!getpid").Address);
+        var unknownModule = Assert.Throws<SymbolResolutionException>(() => target.ResolveSymbol("libnothere.so!compute"));
+        Assert.Contains("no module 'libnothere.so'", unknownModule.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void An_unknown_symbol_is_named_in_the_error()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", WorkerFlags, "1");
+        using var target = TargetProcess.Open(worker.Pid);
+
+        var error = Assert.Throws<SymbolResolutionException>(() => target.ResolveSymbol("no_such_function"));
+
+        Assert.Contains("no symbol 'no_such_function'", error.Message, StringComparison.Ordinal);
+        Assert.Empty(error.Candidates);
+    }
+
+    [Fact]
+    public void Default_symbol_versions_win_over_old_ones()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", WorkerFlags, "1");
+        using var target = TargetProcess.Open(worker.Pid);
+
+        // glibc exports memcpy@GLIBC_2.2.5 and memcpy@@GLIBC_2.14 at different addresses.
+        var memcpy = target.ResolveSymbol("libc.so.6!memcpy");
+
+        Assert.False(memcpy.IsNonDefaultVersion);
+    }
+
+    [Fact]
+    public void A_binary_replaced_on_disk_still_resolves_to_the_code_that_runs()
+    {
+        var built = RunningTarget.Build("targets/worker.c", WorkerFlags);
+        var copy = Path.Combine(ExternalTool.ScratchDirectory("replaced"), "worker");
+        File.Copy(built, copy);
+        using var worker = RunningTarget.StartExecutable(copy, "1");
+        File.Delete(copy);
+        File.Copy("/bin/true", copy); // a different program now sits at the same path
+
+        using var target = TargetProcess.Open(worker.Pid);
+
+        Assert.EndsWith("(deleted)", target.MainModule.Path, StringComparison.Ordinal);
+        Assert.Equal(worker.ReadyAddress("compute"), target.ResolveSymbol("compute").Address);
+    }
+
+    [Fact]
+    public void A_pid_that_does_not_exist_is_refused()
+    {
+        var error = Assert.Throws<TargetException>(() => TargetProcess.Open(int.MaxValue - 7));
+
+        Assert.Equal(TargetError.NotFound, error.Error);
+        Assert.Contains($"no process with PID {int.MaxValue - 7}", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Threads_are_listed_from_proc()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", WorkerFlags, "4");
+        using var target = TargetProcess.Open(worker.Pid);
+
+        var threads = target.ThreadIds();
+
+        Assert.Equal(5, threads.Count);
+        Assert.Contains(worker.Pid, threads);
+    }
+}
