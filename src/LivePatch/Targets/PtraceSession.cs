@@ -39,6 +39,11 @@ internal sealed class PtraceSession : IDisposable
     {
         if (pid == Environment.ProcessId)
             throw new TargetException(TargetError.PermissionDenied, pid, $"process {pid} is livepatch itself: a process cannot trace itself");
+        // The runtime reaps the children it starts with waitpid(child): it would consume their ptrace stops and
+        // then believe they had exited. A target must not be our own child.
+        if (StatusField(pid, pid, "PPid:") == Environment.ProcessId)
+            throw new TargetException(TargetError.PermissionDenied, pid,
+                $"process {pid} is a child of this process: .NET's child-process handling would consume its ptrace stops; start it through a shell or another launcher");
         var session = new PtraceSession(pid);
         try
         {
@@ -153,8 +158,7 @@ internal sealed class PtraceSession : IDisposable
                 if (Libc.Ptrace(Libc.PtraceSingleStep, tid, 0, 0) < 0)
                     throw Failure("PTRACE_SINGLESTEP", tid);
                 thread.Stopped = false;
-                var status = WaitFor(thread, Stopwatch.GetTimestamp() + Stopwatch.Frequency * 5);
-                if (status is null)
+                if (!WaitFor(thread, Stopwatch.GetTimestamp() + Stopwatch.Frequency * 5))
                     throw new TargetException(TargetError.Timeout, Pid, $"thread {tid} of process {Pid} did not come back from a system call made for livepatch");
                 var after = GetRegisters(tid);
                 if (after.Rip == instruction + 2)
@@ -217,8 +221,14 @@ internal sealed class PtraceSession : IDisposable
             return; // the thread exited between the scan and the seize
         if (errno == Libc.Esrch)
             throw Directory.Exists($"/proc/{Pid}") ? new TargetException(TargetError.PermissionDenied, Pid, $"process {Pid} cannot be traced (it is a zombie or a kernel thread)") : TargetException.NotFound(Pid);
+        if (errno == Libc.Eperm && !isFirst && IsExiting(tid))
+            return; // the kernel refuses to attach to a thread that is already exiting
         if (errno == Libc.Eperm && TracerOf(tid) is { } tracer and not 0)
-            throw new TargetException(TargetError.Busy, Pid, $"process {Pid} is busy: it is already traced by process {tracer} ({CommandName(tracer)})");
+        {
+            // TracerPid names the tracing thread; its Tgid is the process.
+            var process = StatusField(tracer, tracer, "Tgid:") ?? tracer;
+            throw new TargetException(TargetError.Busy, Pid, $"process {Pid} is busy: it is already traced by process {process} ({CommandName(process)})");
+        }
         throw new TargetException(TargetError.PermissionDenied, Pid,
             $"process {Pid}: cannot trace thread {tid}: {Libc.ErrorText(errno)} (run as the process's owner with ptrace allowed, or as root)");
     }
@@ -291,17 +301,18 @@ internal sealed class PtraceSession : IDisposable
         }
     }
 
-    private int? WaitFor(TracedThread thread, long deadlineTimestamp)
+    /// <summary>Waits until <paramref name="thread"/> stops; false at the deadline.</summary>
+    private bool WaitFor(TracedThread thread, long deadlineTimestamp)
     {
         while (true)
         {
-            var status = Poll(thread);
+            Poll(thread);
             if (thread.Stopped)
-                return status;
+                return true;
             if (!_threads.ContainsKey(thread.Tid))
                 throw new TargetException(TargetError.Exited, Pid, $"thread {thread.Tid} of process {Pid} exited");
             if (Stopwatch.GetTimestamp() > deadlineTimestamp)
-                return null;
+                return false;
             Thread.Sleep(0);
         }
     }
@@ -377,14 +388,16 @@ internal sealed class PtraceSession : IDisposable
             throw new InvalidOperationException("ptrace requests must run on the session's tracer thread (use OnTracer)");
     }
 
-    private int? TracerOf(int tid)
+    private int? TracerOf(int tid) => StatusField(Pid, tid, "TracerPid:");
+
+    private static int? StatusField(int pid, int tid, string field)
     {
         try
         {
-            var line = File.ReadLines($"/proc/{Pid}/task/{tid}/status").FirstOrDefault(l => l.StartsWith("TracerPid:", StringComparison.Ordinal));
-            return line is null ? null : int.Parse(line["TracerPid:".Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture);
+            var line = File.ReadLines($"/proc/{pid}/task/{tid}/status").FirstOrDefault(l => l.StartsWith(field, StringComparison.Ordinal));
+            return line is null ? null : int.Parse(line[field.Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture);
         }
-        catch (IOException)
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException or FormatException)
         {
             return null;
         }
@@ -400,6 +413,28 @@ internal sealed class PtraceSession : IDisposable
         {
             return "unknown";
         }
+    }
+
+    /// <summary>True when the thread is gone or a zombie, or goes within a few milliseconds.</summary>
+    private bool IsExiting(int tid)
+    {
+        for (var attempt = 0; attempt < 50; attempt++)
+        {
+            string state;
+            try
+            {
+                var stat = File.ReadAllText($"/proc/{Pid}/task/{tid}/stat");
+                state = stat[(stat.LastIndexOf(')') + 2)..];
+            }
+            catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+            {
+                return true;
+            }
+            if (state.StartsWith('Z') || state.StartsWith('X'))
+                return true;
+            Thread.Sleep(0);
+        }
+        return false;
     }
 
     private string ThreadState(int tid)

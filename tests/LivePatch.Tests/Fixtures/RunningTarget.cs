@@ -15,9 +15,10 @@ internal sealed partial class RunningTarget : IDisposable
     private readonly BlockingCollection<string> _lines = [];
     private readonly List<string> _all = [];
 
-    private RunningTarget(Process process)
+    private RunningTarget(Process process, bool isChild)
     {
         _process = process;
+        IsChild = isChild;
         _process.OutputDataReceived += (_, e) =>
         {
             if (e.Data is null)
@@ -29,9 +30,30 @@ internal sealed partial class RunningTarget : IDisposable
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
         Ready = WaitForLine(l => l.StartsWith("ready ", StringComparison.Ordinal), TimeSpan.FromSeconds(20));
+        Pid = int.Parse(Ready.Split(' ')[1], CultureInfo.InvariantCulture);
+        if (!IsChild)
+            Live.TryAdd(Pid, 0);
     }
 
-    public int Pid => _process.Id;
+    // Targets still running, killed when the test host exits normally even if a test forgot one.
+    private static readonly ConcurrentDictionary<int, byte> Live = CreateRegistry();
+
+    private static ConcurrentDictionary<int, byte> CreateRegistry()
+    {
+        var live = new ConcurrentDictionary<int, byte>();
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            foreach (var pid in live.Keys)
+                KillByPid(pid);
+        };
+        return live;
+    }
+
+    /// <summary>The program's PID, as it printed it on its ready line.</summary>
+    public int Pid { get; }
+
+    /// <summary>True when the program is a child of the test process; by default a shell stands between them.</summary>
+    public bool IsChild { get; }
 
     /// <summary>The program's first line, <c>ready PID name=ADDR ...</c>.</summary>
     public string Ready { get; }
@@ -65,20 +87,32 @@ internal sealed partial class RunningTarget : IDisposable
         return output;
     }
 
-    public static RunningTarget StartExecutable(string executable, params string[] arguments)
+    /// <summary>
+    /// Starts <paramref name="executable"/>. By default through a shell that waits for it, as an operator's
+    /// process would be: not a child of ours, so the runtime's own SIGCHLD handling never waits for it.
+    /// </summary>
+    public static RunningTarget StartExecutable(string executable, params string[] arguments) => StartExecutable(executable, asChild: false, arguments);
+
+    public static RunningTarget StartExecutable(string executable, bool asChild, params string[] arguments)
     {
-        var start = new ProcessStartInfo(executable)
+        var start = new ProcessStartInfo(asChild ? executable : "/bin/sh")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (!asChild)
+        {
+            start.ArgumentList.Add("-c");
+            start.ArgumentList.Add("\"$0\" \"$@\"; exit $?");
+            start.ArgumentList.Add(executable);
+        }
         foreach (var argument in arguments)
             start.ArgumentList.Add(argument);
         var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {executable}");
         try
         {
-            return new RunningTarget(process);
+            return new RunningTarget(process, asChild);
         }
         catch
         {
@@ -101,14 +135,19 @@ internal sealed partial class RunningTarget : IDisposable
         }
     }
 
-    /// <summary>Waits for a fresh status line and returns the value of <paramref name="key"/> on it (e.g. <c>compute=3</c>).</summary>
-    public int NextValue(string key)
+    /// <summary>
+    /// Returns the value of <paramref name="key"/> (e.g. <c>compute=3</c>) on a line printed after this call began:
+    /// lines already queued, and the one that may have been printed meanwhile, are passed over.
+    /// </summary>
+    public long NextValue(string key)
     {
         var pattern = new Regex($@"\b{Regex.Escape(key)}=(-?\d+)");
-        // Skip lines printed before the caller's change could show.
+        while (_lines.TryTake(out _))
+        {
+        }
         WaitForLine(l => pattern.IsMatch(l), TimeSpan.FromSeconds(10));
         var line = WaitForLine(l => pattern.IsMatch(l), TimeSpan.FromSeconds(10));
-        return int.Parse(pattern.Match(line).Groups[1].Value, CultureInfo.InvariantCulture);
+        return long.Parse(pattern.Match(line).Groups[1].Value, CultureInfo.InvariantCulture);
     }
 
     public IReadOnlyList<string> LastLines(int count)
@@ -119,9 +158,27 @@ internal sealed partial class RunningTarget : IDisposable
 
     public void Dispose()
     {
+        // A target behind the shell is not ours to reap: kill it by PID. A direct child the runtime kills and reaps.
+        if (Pid > 0 && !IsChild)
+            KillByPid(Pid);
+        Live.TryRemove(Pid, out _);
         Kill(_process);
         _process.Dispose();
         _lines.Dispose();
+    }
+
+    private static void KillByPid(int pid)
+    {
+        if (!Directory.Exists($"/proc/{pid}"))
+            return;
+        try
+        {
+            ExternalTool.Run("kill", "-9", pid.ToString(CultureInfo.InvariantCulture));
+        }
+        catch (InvalidOperationException)
+        {
+            // it exited in the meantime
+        }
     }
 
     private static void Kill(Process process)
