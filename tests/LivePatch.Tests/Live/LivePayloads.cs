@@ -20,7 +20,7 @@ internal static class LivePayloads
     public const ulong DataAddress = 0x70_0000;
 
     /// <summary>The gcc flags of each build of <c>replace.c</c> the tests link, besides -c and -ffunction-sections.</summary>
-    public static TheoryData<string> ReplaceBuilds => ["-O0 -fPIC", "-O2 -fPIC", "-O0 -fpie", "-O2 -fpie -fcommon"];
+    public static TheoryData<string> ReplaceBuilds => ["-O0 -fPIC", "-O2 -fPIC", "-O0 -fpie", "-O2 -fpie -fcommon", "-O2 -fno-pic"];
 
     private static readonly ConcurrentDictionary<string, Lazy<string>> Built = new();
 

@@ -31,7 +31,12 @@ public class PayloadLinkerTests
                 var instruction = code.Single(i => i.IP <= place && place < i.NextIP);
                 var expected = ExpectedAddress(linked, relocation);
                 var tail = (long)(instruction.NextIP - place);
-                if (instruction.FlowControl is FlowControl.Call or FlowControl.UnconditionalBranch or FlowControl.ConditionalBranch
+                if (relocation.Type is ElfRelocationType.Direct32 or ElfRelocationType.Direct32Signed)
+                {
+                    var field = BitConverter.ToUInt32(linked.Text.Bytes, (int)(place - linked.Text.Address));
+                    Assert.Equal(expected + (ulong)relocation.Addend, relocation.Type == ElfRelocationType.Direct32 ? field : (ulong)(long)(int)field);
+                }
+                else if (instruction.FlowControl is FlowControl.Call or FlowControl.UnconditionalBranch or FlowControl.ConditionalBranch
                     && instruction.Op0Kind == OpKind.NearBranch64)
                 {
                     Assert.Equal(expected + (ulong)(relocation.Addend + tail), FollowStub(linked, instruction.NearBranchTarget));
@@ -76,8 +81,10 @@ public class PayloadLinkerTests
         // counter is reached directly (-fpie) or through a GOT slot holding its address (-fPIC).
         Assert.Contains(code, i => i.IPRelativeMemoryAddress == Counter
             || (RegionOf(linked, i.IPRelativeMemoryAddress) != null && ReadUInt64(linked, i.IPRelativeMemoryAddress) == Counter));
-        Assert.Contains(code, i => i.Mnemonic == Mnemonic.Lea && RegionOf(linked, i.IPRelativeMemoryAddress) is { } region
-            && region == linked.ReadOnly && ReadString(linked, i.IPRelativeMemoryAddress) == "fixed %d\n");
+        // "lea string(%rip)" in position-independent code, "mov $string" in position-dependent code.
+        Assert.Contains(AllFunctionCode(linked), i => (i.Mnemonic == Mnemonic.Lea ? i.IPRelativeMemoryAddress
+                : i.OpCount == 2 && i.Op1Kind == OpKind.Immediate32 ? i.Immediate32 : 0) is var address
+            && linked.ReadOnly.Contains(address) && ReadString(linked, address) == "fixed %d\n");
 
         Assert.Equal(Helper, ReadUInt64(linked, AddressOfSymbol(linked, "replace_table")));
         Assert.Equal("report %d\n", ReadString(linked, ReadUInt64(linked, AddressOfSymbol(linked, "replace_greeting"))));
@@ -145,6 +152,21 @@ public class PayloadLinkerTests
             Assert.NotEqual(".eh_frame", section.Name);
         }
         Assert.Equal(layout.Stubs.Count * PayloadLayout.StubSize, (int)(layout.Text.Size - layout.Stubs.Values.Min()));
+    }
+
+    [Fact]
+    public void Absolute_32_bit_relocation_that_does_not_fit_is_refused()
+    {
+        var path = Build("replace.c", "-O2 -fno-pic");
+        var payload = Payload.Load(path);
+        var symbols = TargetSymbols();
+        symbols["counter"] = 0x1_0020_0000;
+        // Everything is near everything else, but the string literals lie above 4 GiB: only "mov $string, %edi" cannot fit.
+        var error = Assert.Throws<PayloadException>(() => PayloadLinker.Link(
+            payload, PayloadLayout.Compute(payload), 0xfff0_0000, 0x1_0000_0000, 0x1_0010_0000, name => symbols.GetValueOrDefault(name)));
+        Assert.Contains("relocation R_X86_64_32 at .text.", error.Message, StringComparison.Ordinal);
+        Assert.Contains("'.rodata.str1.1' (0x1000", error.Message, StringComparison.Ordinal);
+        Assert.Contains("does not fit in 32 bits", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]
