@@ -237,7 +237,7 @@ public sealed class Payload
                 if (candidate.SectionIndex == symbol.SectionIndex && candidate.Type == ElfSymbolType.Function
                     && (long)candidate.Value == relocation.Addend)
                 {
-                    return candidate;
+                    return RequireExecutable(elf, file, candidate, where);
                 }
             }
 
@@ -252,6 +252,16 @@ public sealed class Payload
         if (relocation.Addend != 0)
         {
             throw new PayloadException(file, $"record at {where}: the new function points into '{symbol.Name}'+0x{relocation.Addend:x}, not to its start");
+        }
+
+        return RequireExecutable(elf, file, symbol, where);
+    }
+
+    private static ElfSymbol RequireExecutable(ElfFile elf, string file, ElfSymbol symbol, string where)
+    {
+        if (symbol.SectionIndex >= elf.Sections.Count || !elf.Sections[(int)symbol.SectionIndex].Flags.HasFlag(ElfSectionAttributes.ExecInstr))
+        {
+            throw new PayloadException(file, $"record at {where}: the new function '{symbol.Name}' does not lie in an executable section of the payload");
         }
 
         return symbol;

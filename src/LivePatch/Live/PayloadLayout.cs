@@ -33,8 +33,8 @@ internal sealed class PayloadLayout
     /// <summary>Bytes of one GOT slot.</summary>
     public const int SlotSize = 8;
 
-    /// <summary>The largest region a payload may need (1 GiB): anything bigger is a corrupt size field.</summary>
-    public const ulong MaxRegionSize = 1UL << 30;
+    /// <summary>The largest region a payload may need (256 MiB): anything bigger is a corrupt size field.</summary>
+    public const ulong MaxRegionSize = 1UL << 28;
 
     private PayloadLayout(
         Payload payload, PayloadRegionSize[] regions, Dictionary<int, PayloadPlacement> sections,

@@ -120,6 +120,27 @@ public class PayloadLinkerTests
     }
 
     [Fact]
+    public void Pc32_of_call_jcc_and_jmp_to_a_far_symbol_goes_through_its_stub()
+    {
+        var linked = Link(Build("pc32-call.S", ""), new Dictionary<string, ulong> { ["far_function"] = FarPrintf });
+        var function = Assert.Single(linked.Functions);
+        Assert.Equal("compute", function.Function.OldName);
+        var branches = Decode(linked, function.Address, function.Function.Symbol.Size);
+        Assert.Equal([Mnemonic.Call, Mnemonic.Je, Mnemonic.Jmp], branches.Select(b => b.Mnemonic));
+        var stub = Assert.Single(branches.Select(b => b.NearBranchTarget).Distinct());
+        Assert.True(IsStub(linked, stub));
+        Assert.Equal(FarPrintf, FollowStub(linked, stub));
+    }
+
+    [Fact]
+    public void Pc32_of_call_to_a_near_symbol_stays_direct()
+    {
+        var linked = Link(Build("pc32-call.S", ""), new Dictionary<string, ulong> { ["far_function"] = Helper });
+        var branches = Decode(linked, linked.Functions[0].Address, linked.Functions[0].Function.Symbol.Size);
+        Assert.All(branches, b => Assert.Equal(Helper, b.NearBranchTarget));
+    }
+
+    [Fact]
     public void Weak_symbol_the_target_lacks_resolves_to_zero()
     {
         var linked = Link(Build("replace.c", "-O2 -fPIC"), TargetSymbols());
