@@ -5,6 +5,7 @@ using LivePatch.Tests.Targets;
 
 namespace LivePatch.Tests.Live;
 
+[Collection(ProcessTests.Name)]
 public class LivePatcherTests
 {
     internal static string BuildPayload(string source, string flags = "-O2")
@@ -24,7 +25,7 @@ public class LivePatcherTests
         var compute = worker.ReadyAddress("compute");
         Assert.Equal(3, worker.NextValue("compute"));
 
-        using (var patcher = LivePatcher.Attach(worker.Pid))
+        using (var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
         {
             var applied = patcher.Apply(fix);
 
@@ -42,5 +43,51 @@ public class LivePatcherTests
         }
         Assert.Equal(3, worker.NextValue("compute"));
         Assert.Equal(PayloadState.Reverted, Assert.Single(LivePatcher.List(worker.Pid)).State);
+    }
+}
+
+[Collection(ProcessTests.Name)]
+public class LivePatcherPlacesTests
+{
+    [Fact]
+    public void A_static_function_of_the_executable_is_patched_and_restored()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
+        Assert.Equal(8, worker.NextValue("secret"));
+
+        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        patcher.Apply(LivePatcherTests.BuildPayload("live/apply/secret.c"));
+        Assert.Equal(71, worker.NextValue("secret"));
+
+        patcher.Revert("secret");
+        Assert.Equal(8, worker.NextValue("secret"));
+    }
+
+    [Fact]
+    public void A_function_of_a_shared_library_is_patched_and_calls_the_library_static_function()
+    {
+        using var target = LivePatchRefusalTests.StartWithLib();
+        Assert.Equal(1006, target.NextValue("scale"));
+
+        using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
+        var applied = patcher.Apply(LivePatcherTests.BuildPayload("live/apply/scale.c"));
+
+        Assert.Equal("libscale.so!scale", Assert.Single(applied.Functions).Name);
+        Assert.Equal(2006, target.NextValue("scale"));
+        Assert.Equal(3, target.NextValue("compute"));
+        patcher.Revert("scale");
+        Assert.Equal(1006, target.NextValue("scale"));
+    }
+
+    [Fact]
+    public void A_module_qualified_name_picks_one_of_two_functions_of_the_same_name()
+    {
+        using var target = LivePatchRefusalTests.StartWithLib();
+        using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
+
+        patcher.Apply(LivePatcherTests.BuildPayload("live/apply/qualified.c"));
+
+        Assert.Equal(52, target.NextValue("compute"));
+        Assert.Equal(1006, target.NextValue("scale"));
     }
 }

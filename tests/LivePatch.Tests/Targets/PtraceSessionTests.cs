@@ -4,6 +4,7 @@ using LivePatch.Tests.Fixtures;
 
 namespace LivePatch.Tests.Targets;
 
+[Collection(ProcessTests.Name)]
 public class PtraceSessionTests
 {
     private static long Deadline(int milliseconds = 2000) => Stopwatch.GetTimestamp() + Stopwatch.Frequency * milliseconds / 1000;

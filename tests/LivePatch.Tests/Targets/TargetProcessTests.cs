@@ -4,6 +4,7 @@ using LivePatch.Tests.Fixtures;
 
 namespace LivePatch.Tests.Targets;
 
+[Collection(ProcessTests.Name)]
 public class TargetProcessTests
 {
     internal const string WorkerFlags = "-O2 -g -pthread -fcf-protection=full";

@@ -1,0 +1,16 @@
+using LivePatch.Live;
+
+namespace LivePatch.Tests.Fixtures;
+
+/// <summary>
+/// Tests that run busy target processes share one collection, so they run one at a time: on a 2-CPU machine,
+/// several sets of busy threads at once would make every stop wait for the scheduler.
+/// </summary>
+[CollectionDefinition(Name)]
+public sealed class ProcessTests
+{
+    public const string Name = "processes";
+
+    /// <summary>For tests about something other than the timeout: a loaded CI machine can take longer than 30 ms to stop threads.</summary>
+    public static LivePatchOptions Generous { get; } = new() { Timeout = TimeSpan.FromSeconds(2) };
+}
