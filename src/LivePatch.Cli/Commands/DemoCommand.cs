@@ -35,10 +35,11 @@ internal static class DemoCommand
             Gcc(directory, "-c", "-O2", "-fPIC", "-ffunction-sections", "-I", "include", fix, "-o", "fix.o");
 
             using var running = DemoTarget.Start(Path.Combine(directory, "target"), threads);
-            Step("run", $"target started as process {running.Pid} with {threads} worker threads");
+            Step("run", $"target started as process {running.Pid} with {threads} worker threads (stop timeout {DemoTimeout.TotalMilliseconds:0} ms)");
             running.Show(2);
 
-            using (var patcher = LivePatcher.Attach(running.Pid))
+            // The demo's busy threads share this machine's CPUs: allow them time to reach their stop.
+            using (var patcher = LivePatcher.Attach(running.Pid, new LivePatchOptions { Timeout = DemoTimeout }))
             {
                 var applied = patcher.Apply(Path.Combine(directory, "fix.o"));
                 Step("apply", $"livepatch apply {running.Pid} fix.o -> {string.Join(", ", applied.Functions.Select(f => $"{f.Name} -> {f.NewSymbol}"))}; {applied.ThreadsStopped} threads stopped, pause {LiveCommands.Micro(applied.Pause)}");
@@ -66,6 +67,8 @@ internal static class DemoCommand
             }
         }
     }
+
+    private static readonly TimeSpan DemoTimeout = TimeSpan.FromMilliseconds(500);
 
     private static void Step(string name, string text) => Console.WriteLine($"== {name}: {text}");
 

@@ -1,0 +1,165 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using LivePatch.Live;
+using LivePatch.Tests.Fixtures;
+using LivePatch.Tests.Live;
+using LivePatch.Tests.Targets;
+
+namespace LivePatch.Tests.Cli;
+
+/// <summary>The livepatch command run as separate processes, as an operator runs it.</summary>
+[Collection(ProcessTests.Name)]
+public class LivePatchCommandTests
+{
+    private sealed record Result(int ExitCode, string Output, string Error);
+
+    private static Result Livepatch(params string[] arguments)
+    {
+        var start = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "livepatch"))
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var argument in arguments)
+            start.ArgumentList.Add(argument);
+        using var process = Process.Start(start)!;
+        var error = process.StandardError.ReadToEndAsync();
+        var output = process.StandardOutput.ReadToEnd();
+        Assert.True(process.WaitForExit(60_000), "livepatch finished");
+        return new Result(process.ExitCode, output, error.Result);
+    }
+
+    private static string Pid(RunningTarget target) => target.Pid.ToString(CultureInfo.InvariantCulture);
+
+    [Fact]
+    public void Separate_runs_apply_list_and_revert_through_the_record_in_the_target()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "4");
+        var fix = LivePatcherTests.BuildPayload("live/apply/fix.c");
+
+        var applied = Livepatch("apply", Pid(worker), fix, "--timeout", "2000");
+        Assert.Equal(0, applied.ExitCode);
+        Assert.Matches(@"^applied fix to \d+: .*!compute -> compute_fixed; 5 threads stopped, pause \d+ µs", applied.Output);
+        Assert.Equal(102, worker.NextValue("compute"));
+
+        var listed = Livepatch("list", Pid(worker), "--json");
+        Assert.Equal(0, listed.ExitCode);
+        using (var json = JsonDocument.Parse(listed.Output))
+        {
+            var payload = Assert.Single(json.RootElement.EnumerateArray().ToList());
+            Assert.Equal("fix", payload.GetProperty("name").GetString());
+            Assert.Equal("applied", payload.GetProperty("state").GetString());
+        }
+        var table = Livepatch("list", Pid(worker));
+        Assert.Contains("compute_fixed", table.Output, StringComparison.Ordinal);
+
+        var reverted = Livepatch("revert", Pid(worker), "fix", "--timeout", "2000");
+        Assert.Equal(0, reverted.ExitCode);
+        Assert.StartsWith("reverted fix in ", reverted.Output, StringComparison.Ordinal);
+        Assert.Equal(3, worker.NextValue("compute"));
+        Assert.Contains("\"reverted\"", Livepatch("list", Pid(worker), "--json").Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_second_livepatch_while_one_holds_the_process_fails_saying_it_is_busy()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "1");
+        var fix = LivePatcherTests.BuildPayload("live/apply/fix.c");
+        using var first = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        var before = TargetSnapshot.Take(worker.Pid, worker.ReadyAddress("compute"));
+
+        var second = Livepatch("apply", Pid(worker), fix);
+
+        Assert.Equal(4, second.ExitCode);
+        Assert.Matches(@"^livepatch: process \d+ is busy: it is already traced by process \d+", second.Error);
+        Assert.Single(second.Error.TrimEnd().Split('\n'));
+        before.AssertUnchanged();
+    }
+
+    [Theory]
+    [InlineData("unknown", 3, "unknown symbol 'no_such_function'")]
+    [InlineData("tiny", 4, "too short for a 5-byte jump")]
+    public void Refusals_print_one_line_and_exit_with_their_code(string payload, int exitCode, string text)
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "1");
+        var before = TargetSnapshot.Take(worker.Pid, worker.ReadyAddress("compute"));
+
+        var result = Livepatch("apply", Pid(worker), LivePatcherTests.BuildPayload($"live/apply/{payload}.c"), "--timeout", "2000");
+
+        Assert.Equal(exitCode, result.ExitCode);
+        Assert.Contains(text, result.Error, StringComparison.Ordinal);
+        Assert.Single(result.Error.TrimEnd().Split('\n'));
+        Assert.Equal("", result.Output);
+        before.AssertUnchanged();
+    }
+
+    [Fact]
+    public void A_pid_that_does_not_exist_exits_2()
+    {
+        var result = Livepatch("list", "2147483000");
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Equal("livepatch: no process with PID 2147483000", result.Error.Trim());
+    }
+
+    [Fact]
+    public void Reverting_what_is_not_applied_exits_4_naming_it()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "1");
+
+        var result = Livepatch("revert", Pid(worker), "fix");
+
+        Assert.Equal(4, result.ExitCode);
+        Assert.Contains("has no payload 'fix'", result.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Every_command_documents_its_exit_codes()
+    {
+        foreach (var command in new[] { "apply", "revert", "list", "demo" })
+            Assert.Contains("Exit codes: 0 success", Livepatch(command, "--help").Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_demo_applies_and_reverts_and_leaves_nothing_running()
+    {
+        var result = Livepatch("demo", "--threads", "2");
+
+        Assert.Equal(0, result.ExitCode);
+        Assert.Contains("February has 29 days in 1900", result.Output, StringComparison.Ordinal);
+        Assert.Contains("February has 28 days in 1900", result.Output, StringComparison.Ordinal);
+        Assert.Contains("== revert:", result.Output, StringComparison.Ordinal);
+        var lines = result.Output.Split('\n');
+        var afterApply = Array.FindIndex(lines, l => l.StartsWith("== apply:", StringComparison.Ordinal));
+        var afterRevert = Array.FindIndex(lines, l => l.StartsWith("== revert:", StringComparison.Ordinal));
+        Assert.Contains("28 days in 1900", lines[afterApply + 1], StringComparison.Ordinal);
+        Assert.Contains("29 days in 1900", lines[afterRevert + 1], StringComparison.Ordinal);
+        Assert.DoesNotContain(Process.GetProcesses(), p => SafeName(p) == "target" && File.Exists($"/proc/{p.Id}/exe") && LinkOf(p.Id).Contains("livepatch-demo-", StringComparison.Ordinal));
+    }
+
+    private static string SafeName(Process process)
+    {
+        try
+        {
+            return process.ProcessName;
+        }
+        catch (InvalidOperationException)
+        {
+            return "";
+        }
+    }
+
+    private static string LinkOf(int pid)
+    {
+        try
+        {
+            return File.ResolveLinkTarget($"/proc/{pid}/exe", false)?.FullName ?? "";
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+    }
+}
