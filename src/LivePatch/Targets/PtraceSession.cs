@@ -18,6 +18,10 @@ internal sealed class PtraceSession : IDisposable
         public int Tid { get; } = tid;
         public bool Stopped { get; set; }
         public int PendingSignal { get; set; }
+
+        // PTRACE_INTERRUPT sent and its stop not collected yet: another interrupt would arm a second trap
+        // that fires after the next resume, and a stop nobody collects would hold the thread forever.
+        public bool InterruptInFlight { get; set; }
     }
 
     private readonly Dictionary<int, TracedThread> _threads = [];
@@ -265,8 +269,15 @@ internal sealed class PtraceSession : IDisposable
 
     private void Interrupt(TracedThread thread)
     {
-        if (Libc.Ptrace(Libc.PtraceInterrupt, thread.Tid, 0, 0) < 0 && Marshal.GetLastPInvokeError() == Libc.Esrch)
-            _threads.Remove(thread.Tid);
+        if (thread.Stopped || thread.InterruptInFlight)
+            return;
+        if (Libc.Ptrace(Libc.PtraceInterrupt, thread.Tid, 0, 0) < 0)
+        {
+            if (Marshal.GetLastPInvokeError() == Libc.Esrch)
+                _threads.Remove(thread.Tid);
+            return;
+        }
+        thread.InterruptInFlight = true;
     }
 
     private void Resume(TracedThread thread)
@@ -293,13 +304,32 @@ internal sealed class PtraceSession : IDisposable
             if (Stopwatch.GetTimestamp() > deadlineTimestamp)
             {
                 var stuck = string.Join(", ", pending.Where(t => !t.Stopped && _threads.ContainsKey(t.Tid)).Select(t => $"{t.Tid} ({ThreadState(t.Tid)})"));
-                ResumeAll();
+                Settle();
                 throw new TargetException(TargetError.Timeout, Pid, $"process {Pid}: thread(s) {stuck} did not stop before the timeout");
             }
             // Give the CPU to the threads that must run to enter their stop: on a busy machine they wait for it.
             if (++spins > 4)
                 Libc.MicroSleep(20);
         }
+    }
+
+    /// <summary>
+    /// After a timeout: the threads already interrupted will still stop, so collect their stops (for up to a second)
+    /// and let everyone run again. A thread that stops even later is collected by the next stop or by detach.
+    /// </summary>
+    private void Settle()
+    {
+        var grace = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
+        while (Stopwatch.GetTimestamp() < grace)
+        {
+            var inFlight = _threads.Values.Where(t => t.InterruptInFlight && !t.Stopped).ToList();
+            if (inFlight.Count == 0)
+                break;
+            foreach (var thread in inFlight)
+                Poll(thread);
+            Libc.MicroSleep(50);
+        }
+        ResumeAll();
     }
 
     /// <summary>Waits until <paramref name="thread"/> stops; false at the deadline.</summary>
@@ -343,6 +373,8 @@ internal sealed class PtraceSession : IDisposable
             var signal = (status >> 8) & 0xff;
             var ptraceEvent = status >> 16;
             thread.Stopped = true;
+            if (ptraceEvent == Libc.PtraceEventStop)
+                thread.InterruptInFlight = false;
             // A signal-delivery stop: the signal is the program's, to be delivered when we let it go.
             // Event stops (our interrupt, a group stop) and the trap of our own single step carry nothing.
             if (ptraceEvent == 0 && signal != Libc.Sigtrap)

@@ -64,6 +64,10 @@ internal sealed class TracerThread : IDisposable
 
     private void Loop()
     {
+        // Best effort, where allowed (root or CAP_SYS_NICE): real-time priority lets the tracer preempt the target's
+        // threads the moment it wakes, so stopping and resuming them does not wait for their time slices. Every
+        // loop on this thread sleeps between polls and ends at a deadline, so it cannot hog a CPU.
+        Native.Libc.SchedSetScheduler(0, Native.Libc.SchedFifo, 1);
         foreach (var work in _work.GetConsumingEnumerable())
             work();
     }

@@ -115,6 +115,35 @@ public class LivePatchRefusalTests
         Assert.True(spinning.NextValue("tick") > tick, "the target still runs");
     }
 
+    [Fact]
+    public void A_stop_that_times_out_leaves_every_thread_running_while_still_attached()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "8");
+        var fix = LivePatcherTests.BuildPayload("live/apply/fix.c");
+        var before = TargetSnapshot.Take(worker.Pid, worker.ReadyAddress("compute"));
+        // 1 µs: the deadline passes while the interrupts are still on their way.
+        using var patcher = LivePatcher.Attach(worker.Pid, new LivePatchOptions { Timeout = TimeSpan.FromTicks(10) });
+
+        for (var round = 0; round < 5; round++)
+        {
+            var error = Assert.Throws<TargetException>(() => patcher.Apply(fix));
+            Assert.Equal(TargetError.Timeout, error.Error);
+        }
+
+        Thread.Sleep(50);
+        var stopped = Directory.GetDirectories($"/proc/{worker.Pid}/task").Where(t => ThreadState(t) == "t").ToList();
+        Assert.True(stopped.Count == 0, $"threads left in a tracing stop: {string.Join(", ", stopped.Select(Path.GetFileName))}");
+        var calls = worker.NextValue("calls");
+        Assert.True(worker.NextValue("calls") > calls, "the workers still run");
+        before.AssertUnchanged();
+    }
+
+    private static string ThreadState(string taskDirectory)
+    {
+        var stat = File.ReadAllText(Path.Combine(taskDirectory, "stat"));
+        return stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[0];
+    }
+
     internal static RunningTarget StartWithLib()
     {
         var directory = ExternalTool.ScratchDirectory("withlib");

@@ -32,6 +32,11 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "waitpid", SetLastError = true)]
     public static partial int WaitPid(int pid, out int status, int options);
 
+    public const int SchedFifo = 1;
+
+    [LibraryImport("libc", EntryPoint = "sched_setscheduler", SetLastError = true)]
+    public static partial int SchedSetScheduler(int pid, int policy, in int priority);
+
     [LibraryImport("libc", EntryPoint = "usleep", SetLastError = true)]
     public static partial int MicroSleep(uint microseconds);
 
