@@ -1,0 +1,56 @@
+namespace LivePatch.Live;
+
+/// <summary>Where a payload stands in a target.</summary>
+public enum PayloadState
+{
+    /// <summary>Its functions are redirected to the new code.</summary>
+    Applied,
+    /// <summary>Its functions run their original code again; its memory stays mapped (a thread may still be inside it).</summary>
+    Reverted,
+}
+
+/// <summary>A payload as recorded in the target itself: what any later livepatch run sees in <c>list</c>.</summary>
+/// <param name="Name">The payload's name (its file name without extension).</param>
+/// <param name="File">The object file it was loaded from.</param>
+/// <param name="State">Applied or reverted.</param>
+/// <param name="AppliedAt">When it was applied.</param>
+/// <param name="RevertedAt">When it was reverted, or null.</param>
+/// <param name="PauseMicroseconds">How long the target's threads were held to apply it.</param>
+/// <param name="Threads">How many threads were held.</param>
+/// <param name="Functions">The functions it replaced.</param>
+/// <param name="Memory">The memory mapped in the target for its code and data.</param>
+public sealed record AppliedPayloadInfo(
+    string Name, string File, PayloadState State, DateTimeOffset AppliedAt, DateTimeOffset? RevertedAt,
+    double PauseMicroseconds, int Threads, IReadOnlyList<AppliedFunctionInfo> Functions, IReadOnlyList<MappedBlock> Memory);
+
+/// <summary>One function a payload replaced: where the jump was written and the bytes it replaced.</summary>
+/// <param name="Name">The old function, <c>module!name</c>.</param>
+/// <param name="OldAddress">The old function's entry.</param>
+/// <param name="PatchAddress">Where the 5-byte jump lives (after <c>endbr64</c> when the function starts with it).</param>
+/// <param name="NewSymbol">The payload's function that replaces it.</param>
+/// <param name="NewAddress">The new function's address in the target.</param>
+/// <param name="OriginalBytes">The bytes the jump replaced, in hex.</param>
+/// <param name="PatchBytes">The jump, in hex.</param>
+public sealed record AppliedFunctionInfo(string Name, ulong OldAddress, ulong PatchAddress, string NewSymbol, ulong NewAddress, string OriginalBytes, string PatchBytes);
+
+/// <summary>A block of memory LivePatch mapped in a target.</summary>
+/// <param name="Address">Its first address.</param>
+/// <param name="Size">Its size in bytes.</param>
+/// <param name="Use">What it holds: <c>text</c>, <c>rodata</c> or <c>data</c>.</param>
+public sealed record MappedBlock(ulong Address, ulong Size, string Use);
+
+/// <summary>What applying a payload did.</summary>
+/// <param name="Payload">The payload's name.</param>
+/// <param name="Functions">The functions redirected.</param>
+/// <param name="ThreadsStopped">Threads held in the stop that made the change.</param>
+/// <param name="Pause">How long they were held, from the first interrupted to the last resumed.</param>
+/// <param name="Attempts">Stops made, including retries while a thread was inside a site.</param>
+public sealed record ApplyReport(string Payload, IReadOnlyList<AppliedFunctionInfo> Functions, int ThreadsStopped, TimeSpan Pause, int Attempts);
+
+/// <summary>What reverting a payload did.</summary>
+/// <param name="Payload">The payload's name.</param>
+/// <param name="Functions">The functions restored.</param>
+/// <param name="ThreadsStopped">Threads held in the stop that made the change.</param>
+/// <param name="Pause">How long they were held.</param>
+/// <param name="Attempts">Stops made, including retries.</param>
+public sealed record RevertReport(string Payload, IReadOnlyList<AppliedFunctionInfo> Functions, int ThreadsStopped, TimeSpan Pause, int Attempts);

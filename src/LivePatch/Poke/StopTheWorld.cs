@@ -1,0 +1,77 @@
+using System.Diagnostics;
+using LivePatch.Targets;
+
+namespace LivePatch.Poke;
+
+/// <summary>A thread held by <see cref="StopTheWorld"/>, with the address it will resume at.</summary>
+/// <param name="Tid">The thread id.</param>
+/// <param name="Rip">Its instruction pointer.</param>
+public readonly record struct StoppedThread(int Tid, ulong Rip);
+
+/// <summary>How a stop went: how many threads were held, for how long, and after how many tries.</summary>
+/// <param name="Threads">Threads held in the successful stop.</param>
+/// <param name="Pause">From the first thread interrupted to the last one resumed, in the successful stop.</param>
+/// <param name="Attempts">Stops made, including those retried because a thread was in the way.</param>
+/// <param name="Elapsed">The whole operation, retries included.</param>
+public sealed record StopReport(int Threads, TimeSpan Pause, int Attempts, TimeSpan Elapsed);
+
+/// <summary>
+/// The rendezvous of Xen's livepatch in user space: stop every thread of a target (catching threads created
+/// meanwhile), run a short action while they are held, resume them all. When the action says a thread is in
+/// the way, everyone is resumed and the stop is tried again until the timeout. Every path resumes every thread.
+/// </summary>
+internal static class StopTheWorld
+{
+    /// <summary>What the action decided for one stop.</summary>
+    internal enum Outcome
+    {
+        /// <summary>It did its work.</summary>
+        Done,
+        /// <summary>A thread is in the way: resume everyone and try again.</summary>
+        Retry,
+    }
+
+    /// <summary>
+    /// Runs <paramref name="action"/> with every thread stopped. The action runs on the tracer thread and must be
+    /// quick: parsing, linking and buffer preparation belong before. On timeout throws
+    /// <see cref="TargetException"/> with <paramref name="describeObstacle"/>'s words.
+    /// </summary>
+    public static StopReport Run(PtraceSession session, TimeSpan timeout, Func<IReadOnlyList<StoppedThread>, Outcome> action, Func<string> describeObstacle)
+    {
+        return session.OnTracer(() =>
+        {
+            var start = Stopwatch.GetTimestamp();
+            var deadline = start + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+            var attempts = 0;
+            var backoff = TimeSpan.FromMicroseconds(200);
+            while (true)
+            {
+                attempts++;
+                var stopStart = Stopwatch.GetTimestamp();
+                Outcome outcome;
+                int held;
+                try
+                {
+                    var tids = session.StopAll(deadline);
+                    held = tids.Count;
+                    var threads = new StoppedThread[tids.Count];
+                    for (var i = 0; i < tids.Count; i++)
+                        threads[i] = new StoppedThread(tids[i], session.GetRegisters(tids[i]).Rip);
+                    outcome = action(threads);
+                }
+                finally
+                {
+                    session.ResumeAll();
+                }
+                var stopEnd = Stopwatch.GetTimestamp();
+                if (outcome == Outcome.Done)
+                    return new StopReport(held, Stopwatch.GetElapsedTime(stopStart, stopEnd), attempts, Stopwatch.GetElapsedTime(start, stopEnd));
+                if (stopEnd + (long)(backoff.TotalSeconds * Stopwatch.Frequency) > deadline)
+                    throw new TargetException(TargetError.Timeout, session.Pid,
+                        $"process {session.Pid}: {describeObstacle()} after {attempts} attempts in {timeout.TotalMilliseconds:0.#} ms; nothing was changed");
+                Thread.Sleep(backoff);
+                backoff *= 2;
+            }
+        });
+    }
+}

@@ -1,0 +1,82 @@
+using LivePatch.Targets;
+
+namespace LivePatch.Poke;
+
+/// <summary>
+/// One site for <see cref="TextPoker"/>: the bytes expected at an address, the bytes to put there, and how many
+/// bytes no thread may be stopped strictly inside (the whole instructions the new bytes overlap).
+/// </summary>
+/// <param name="Address">The first byte of the site.</param>
+/// <param name="Expected">What must be there now.</param>
+/// <param name="Replacement">What to write; the same length as <paramref name="Expected"/>.</param>
+/// <param name="GuardLength">Bytes from <paramref name="Address"/> where a stopped thread's RIP blocks the write (at least the replacement's length).</param>
+/// <param name="Description">How messages name the site (<c>compute in worker</c>).</param>
+internal sealed record PokeSite(ulong Address, byte[] Expected, byte[] Replacement, int GuardLength, string Description)
+{
+    public bool HoldsInside(ulong rip) => rip > Address && rip < Address + (ulong)GuardLength;
+}
+
+/// <summary>
+/// Writes prepared buffers into live code (the kernel's <c>text_poke</c>): inside one stop of every thread, after
+/// checking that no thread is stopped inside a site and that each site holds the expected bytes, each site gets one
+/// write and is re-read to verify. A ptrace stop and resume serializes each thread's instruction stream.
+/// </summary>
+internal static class TextPoker
+{
+    public static StopReport Poke(PtraceSession session, TargetProcess target, IReadOnlyList<PokeSite> sites, TimeSpan timeout)
+    {
+        foreach (var site in sites)
+            if (site.Expected.Length != site.Replacement.Length || site.GuardLength < site.Replacement.Length)
+                throw new ArgumentException($"site 0x{site.Address:x}: expected, replacement and guard lengths do not agree", nameof(sites));
+
+        var obstacle = "";
+        return StopTheWorld.Run(session, timeout, threads =>
+        {
+            foreach (var thread in threads)
+                foreach (var site in sites)
+                    if (site.HoldsInside(thread.Rip))
+                    {
+                        obstacle = $"thread {thread.Tid} stayed inside {site.Description} (at +{thread.Rip - site.Address} of 0x{site.Address:x})";
+                        return StopTheWorld.Outcome.Retry;
+                    }
+            foreach (var site in sites)
+            {
+                var current = target.ReadMemory(site.Address, site.Expected.Length);
+                if (!current.AsSpan().SequenceEqual(site.Expected))
+                    throw new TextPokeException(site.Address,
+                        $"process {target.Pid}: {site.Description} at 0x{site.Address:x} holds {Convert.ToHexStringLower(current)}, not the expected {Convert.ToHexStringLower(site.Expected)}: another tool changed it; nothing was changed");
+            }
+            var written = new List<PokeSite>();
+            try
+            {
+                foreach (var site in sites)
+                {
+                    target.WriteMemory(site.Address, site.Replacement);
+                    written.Add(site);
+                    var check = target.ReadMemory(site.Address, site.Replacement.Length);
+                    if (!check.AsSpan().SequenceEqual(site.Replacement))
+                        throw new TextPokeException(site.Address,
+                            $"process {target.Pid}: {site.Description} at 0x{site.Address:x} reads back {Convert.ToHexStringLower(check)} after writing {Convert.ToHexStringLower(site.Replacement)}");
+                }
+            }
+            catch
+            {
+                // Leave every site fully old: put back what was there, still inside the stop.
+                foreach (var site in written)
+                    target.WriteMemory(site.Address, site.Expected);
+                throw;
+            }
+            return StopTheWorld.Outcome.Done;
+        }, () => obstacle);
+    }
+}
+
+/// <summary>A site did not hold the bytes expected, or did not read back what was written; the target was left as it was.</summary>
+public sealed class TextPokeException : Exception
+{
+    /// <summary>Creates the exception for the site at <paramref name="address"/>.</summary>
+    public TextPokeException(ulong address, string message) : base(message) => Address = address;
+
+    /// <summary>The site's address.</summary>
+    public ulong Address { get; }
+}
