@@ -10,7 +10,7 @@ namespace LivePatch.Bench.Pause;
 /// </summary>
 internal static class PauseBenchmark
 {
-    public const string Usage = "usage: LivePatch.Bench pause [--runs 50] [--gdb-runs N] [--threads 1,8,64] [--idle-ms 20] [--no-gdb] [--write-docs]";
+    public const string Usage = "usage: LivePatch.Bench pause [--runs 50] [--gdb-runs 25] [--threads 1,8,64] [--idle-ms 20] [--timeout-ms 30] [--no-gdb] [--write-docs]";
 
     public static int Run(string[] args)
     {
@@ -174,7 +174,7 @@ internal static class PauseBenchmark
 }
 
 /// <summary>Command-line options of <c>pause</c>.</summary>
-internal sealed record PauseOptions(int Runs, int GdbRuns, int[] Threads, TimeSpan Idle, TimeSpan Warmup, bool NoGdb, bool WriteDocs)
+internal sealed record PauseOptions(int Runs, int GdbRuns, int[] Threads, TimeSpan Idle, TimeSpan Timeout, TimeSpan Warmup, bool NoGdb, bool WriteDocs)
 {
     public static PauseOptions Parse(string[] args)
     {
@@ -182,6 +182,7 @@ internal sealed record PauseOptions(int Runs, int GdbRuns, int[] Threads, TimeSp
         int? gdbRuns = null;
         int[] threads = [1, 8, 64];
         var idle = TimeSpan.FromMilliseconds(20);
+        var timeout = TimeSpan.FromMilliseconds(30); // the engine's default, as Xen's
         bool noGdb = false, writeDocs = false;
         for (var i = 0; i < args.Length; i++)
         {
@@ -192,12 +193,14 @@ internal sealed record PauseOptions(int Runs, int GdbRuns, int[] Threads, TimeSp
                 case "--gdb-runs": gdbRuns = Positive(Value(), "--gdb-runs"); break;
                 case "--threads": threads = [.. Value().Split(',').Select(t => Positive(t, "--threads"))]; break;
                 case "--idle-ms": idle = TimeSpan.FromMilliseconds(Positive(Value(), "--idle-ms")); break;
+                case "--timeout-ms": timeout = TimeSpan.FromMilliseconds(Positive(Value(), "--timeout-ms")); break;
                 case "--no-gdb": noGdb = true; break;
                 case "--write-docs": writeDocs = true; break;
                 default: throw new FormatException($"unknown option {args[i]}");
             }
         }
-        return new PauseOptions(runs, gdbRuns ?? runs, threads, idle, TimeSpan.FromMilliseconds(500), noGdb, writeDocs);
+        // gdb takes about 3 s per write at 64 busy threads on 2 CPUs: 25 keeps a full run under 5 minutes.
+        return new PauseOptions(runs, gdbRuns ?? Math.Min(runs, 25), threads, idle, timeout, TimeSpan.FromMilliseconds(500), noGdb, writeDocs);
     }
 
     private static int Positive(string text, string option) =>

@@ -26,7 +26,7 @@ internal static class PauseDocs
         var text = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
         text.AppendLine(inv, $"Measured {DateTime.UtcNow:yyyy-MM-dd} on {machine.Cpus} CPUs ({machine.CpuModel}), Linux {machine.Kernel}, {machine.Runtime}, {machine.Gdb};");
-        text.AppendLine(inv, $"{options.Runs} applies and {options.Runs} reverts per thread count, {options.GdbRuns} gdb writes, {options.Runs} idle windows of {options.Idle.TotalMilliseconds:0} ms.");
+        text.AppendLine(inv, $"{options.Runs} applies and {options.Runs} reverts per thread count, {options.GdbRuns} gdb writes, {options.Runs} idle windows of {options.Idle.TotalMilliseconds:0} ms; stop timeout {options.Timeout.TotalMilliseconds:0} ms.");
         text.AppendLine();
         text.AppendLine("Ours (apply and revert together) against gdb, the longest interval in which no busy thread made progress, as the target saw it (median / worst):");
         text.AppendLine();

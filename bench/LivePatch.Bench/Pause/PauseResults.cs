@@ -19,6 +19,9 @@ internal sealed class PauseSeries(string operation, int threads)
 
     public string? FirstFailure { get; private set; }
 
+    /// <summary>Threads found still stopped after failed runs (an engine bug: see LivePatcherRuns.CountLeftStopped).</summary>
+    public int LeftStopped { get; set; }
+
     public void Fail(string message)
     {
         Failures++;

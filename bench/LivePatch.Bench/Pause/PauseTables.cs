@@ -22,7 +22,8 @@ internal static class PauseTables
         {
             result.Threads.ToString(CultureInfo.InvariantCulture),
             series.Operation,
-            series.Failures == 0 ? series.Samples.Count.ToString(CultureInfo.InvariantCulture) : $"{series.Samples.Count} (+{series.Failures} timed out)",
+            series.Failures == 0 ? series.Samples.Count.ToString(CultureInfo.InvariantCulture)
+                : $"{series.Samples.Count} (+{series.Failures} timed out{(series.LeftStopped > 0 ? $", {series.LeftStopped} threads left stopped" : "")})",
             Summary.Format(series.Reported),
             Summary.Format(series.NoProgress),
             Summary.Format(series.ThreadGap),

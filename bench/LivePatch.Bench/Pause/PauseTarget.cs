@@ -108,6 +108,9 @@ internal sealed partial class PauseTarget : IDisposable
         }
     }
 
+    /// <summary>Threads in tracing stop ('t') right now.</summary>
+    public int TracingStoppedThreads() => ThreadStates().Split(' ').Count(s => s.EndsWith(":t", StringComparison.Ordinal));
+
     public void Dispose()
     {
         if (_disposed)
