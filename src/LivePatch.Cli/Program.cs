@@ -3,9 +3,13 @@ using LivePatch.Cli.Commands;
 
 var root = new RootCommand("""
     livepatch: patch the machine code of running x86-64 Linux processes.
-    Exit codes: 0 success, 1 usage error; each command's help lists its own.
+    Each command's help lists its exit codes; docs/cli.md explains them.
     """)
 {
+    LiveCommands.Apply(),
+    LiveCommands.Revert(),
+    LiveCommands.List(),
+    DemoCommand.Create(),
     CpuCommand.Create(),
 };
 return root.Parse(args).Invoke();

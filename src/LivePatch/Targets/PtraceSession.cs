@@ -296,8 +296,9 @@ internal sealed class PtraceSession : IDisposable
                 ResumeAll();
                 throw new TargetException(TargetError.Timeout, Pid, $"process {Pid}: thread(s) {stuck} did not stop before the timeout");
             }
-            if (++spins > 64)
-                Thread.Sleep(0);
+            // Give the CPU to the threads that must run to enter their stop: on a busy machine they wait for it.
+            if (++spins > 4)
+                Libc.MicroSleep(20);
         }
     }
 
@@ -313,7 +314,7 @@ internal sealed class PtraceSession : IDisposable
                 throw new TargetException(TargetError.Exited, Pid, $"thread {thread.Tid} of process {Pid} exited");
             if (Stopwatch.GetTimestamp() > deadlineTimestamp)
                 return false;
-            Thread.Sleep(0);
+            Libc.MicroSleep(10);
         }
     }
 

@@ -32,6 +32,9 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "waitpid", SetLastError = true)]
     public static partial int WaitPid(int pid, out int status, int options);
 
+    [LibraryImport("libc", EntryPoint = "usleep", SetLastError = true)]
+    public static partial int MicroSleep(uint microseconds);
+
     [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
     public static partial long Syscall3(long number, long a, long b, long c);
 

@@ -1,0 +1,130 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using LivePatch.Live;
+using Spectre.Console;
+
+namespace LivePatch.Cli.Commands;
+
+/// <summary><c>livepatch apply | revert | list</c>: live patches of a running process.</summary>
+internal static class LiveCommands
+{
+    public static Command Apply()
+    {
+        var pid = PidArgument();
+        var file = new Argument<FileInfo>("payload") { Description = "The payload object (gcc -c -fPIC -ffunction-sections ...)." };
+        var timeout = TimeoutOption();
+        var command = new Command("apply", $"Load a payload into a running process and redirect its functions to the new code, with every thread stopped.\n{ExitCodes.Help}")
+        {
+            pid, file, timeout,
+        };
+        command.SetAction(parse => Run(() =>
+        {
+            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout)));
+            var report = patcher.Apply(parse.GetValue(file)!.FullName);
+            Console.WriteLine($"applied {report.Payload} to {patcher.Pid}: {Functions(report.Functions)}; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
+        }));
+        return command;
+    }
+
+    public static Command Revert()
+    {
+        var pid = PidArgument();
+        var name = new Argument<string>("name") { Description = "The payload's name: its file name without extension." };
+        var timeout = TimeoutOption();
+        var command = new Command("revert", $"Restore the original code of the functions an applied payload replaced, with every thread stopped.\n{ExitCodes.Help}")
+        {
+            pid, name, timeout,
+        };
+        command.SetAction(parse => Run(() =>
+        {
+            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout)));
+            var report = patcher.Revert(parse.GetValue(name)!);
+            Console.WriteLine($"reverted {report.Payload} in {patcher.Pid}: {Functions(report.Functions)} restored; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
+        }));
+        return command;
+    }
+
+    public static Command List()
+    {
+        var pid = PidArgument();
+        var json = new Option<bool>("--json") { Description = "Print the record as JSON." };
+        var command = new Command("list", $"Show the payloads recorded in a process: state, functions (old -> new), applied at, pause. Needs no ptrace.\n{ExitCodes.Help}")
+        {
+            pid, json,
+        };
+        command.SetAction(parse => Run(() =>
+        {
+            var payloads = LivePatcher.List(parse.GetValue(pid));
+            if (parse.GetValue(json))
+            {
+                Console.WriteLine(JsonSerializer.Serialize(payloads, ListJson));
+                return;
+            }
+            if (payloads.Count == 0)
+            {
+                Console.WriteLine($"process {parse.GetValue(pid)} has no payloads");
+                return;
+            }
+            Print(payloads);
+        }));
+        return command;
+    }
+
+    internal static void Print(IReadOnlyList<AppliedPayloadInfo> payloads)
+    {
+        var table = new Table().AddColumns("payload", "state", "functions (old -> new)", "applied at (UTC)", "pause");
+        foreach (var payload in payloads)
+            table.AddRow(
+                Markup.Escape(payload.Name),
+                payload.State == PayloadState.Applied ? "[green]applied[/]" : "[grey]reverted[/]",
+                Markup.Escape(string.Join("\n", payload.Functions.Select(f => $"{f.Name} 0x{f.OldAddress:x} -> {f.NewSymbol} 0x{f.NewAddress:x}"))),
+                payload.AppliedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),
+                $"{payload.PauseMicroseconds:0} µs");
+        AnsiConsole.Write(table);
+    }
+
+    internal static string Micro(TimeSpan pause) => $"{pause.TotalMicroseconds:0} µs";
+
+    internal static int Run(Action action)
+    {
+        using var interruption = new Interruption();
+        try
+        {
+            action();
+        }
+        catch (Exception error)
+        {
+            return Failure.Report(error);
+        }
+        if (interruption.Requested)
+        {
+            Console.Error.WriteLine("livepatch: interrupted (the action in progress was completed first)");
+            return ExitCodes.Interrupted;
+        }
+        return ExitCodes.Success;
+    }
+
+    private static readonly JsonSerializerOptions ListJson = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
+    };
+
+    private static Argument<int> PidArgument() => new("pid") { Description = "The target process id." };
+
+    private static Option<int> TimeoutOption() => new("--timeout")
+    {
+        Description = "Milliseconds to wait for every thread to stop and out of the patched code (default 30, as Xen).",
+        DefaultValueFactory = _ => 30,
+    };
+
+    private static LivePatchOptions Options(int timeoutMilliseconds) => new() { Timeout = TimeSpan.FromMilliseconds(Math.Max(1, timeoutMilliseconds)) };
+
+    private static string Functions(IEnumerable<AppliedFunctionInfo> functions) =>
+        string.Join(", ", functions.Select(f => $"{f.Name} -> {f.NewSymbol}"));
+
+    private static string Attempts(int attempts) => attempts > 1 ? $" ({attempts} attempts)" : "";
+}
