@@ -36,13 +36,13 @@ internal static class PauseDocs
         text.AppendLine();
         text.Append(PauseTables.Markdown(results, details: true));
         text.AppendLine();
-        foreach (var sentence in Interpretation(results))
+        foreach (var sentence in Interpretation(results, options))
             text.AppendLine(sentence);
         text.AppendLine();
         return text.ToString();
     }
 
-    private static IEnumerable<string> Interpretation(IReadOnlyList<ThreadCountResult> results)
+    private static IEnumerable<string> Interpretation(IReadOnlyList<ThreadCountResult> results, PauseOptions options)
     {
         var inv = CultureInfo.InvariantCulture;
         foreach (var result in results)
@@ -56,9 +56,12 @@ internal static class PauseDocs
             if (result.OursReported is { } reported)
                 line.Append(inv, $" (the patcher reports {Summary.Format(reported.Median)} median)");
             if (result.GdbPause is { } gdb)
-                line.Append(inv, $"; gdb holds the threads {Summary.Format(gdb.Median)} at the median, {ThreadCountResult.Ratio(ours, gdb, s => s.Median)} longer");
+                line.Append(inv, $"; gdb holds them {Summary.Format(gdb.Median)} at the median, {ThreadCountResult.Ratio(ours, gdb, s => s.Median)} ours");
+            var failed = result.Apply.Failures + result.Revert.Failures;
+            if (failed > 0)
+                line.Append(inv, $"; {failed} of {failed + result.Apply.Samples.Count + result.Revert.Samples.Count} stops timed out at {options.Timeout.TotalMilliseconds:0} ms and left {result.Apply.LeftStopped + result.Revert.LeftStopped} threads stopped");
             if (result.Idle.NoProgress is { } idle)
-                line.Append(inv, $"; idle worst {Summary.Format(idle.Worst)}");
+                line.Append(inv, $"; with nothing done the worst idle window already reached {Summary.Format(idle.Worst)}");
             yield return line.Append('.').ToString();
         }
     }
