@@ -1,4 +1,9 @@
 using BenchmarkDotNet.Running;
+using LivePatch.Bench.Pause;
 
 // Run: dotnet run -c Release --project bench/LivePatch.Bench -- --filter '*'
+//      dotnet run -c Release --project bench/LivePatch.Bench -- pause [--runs 50] [--threads 1,8,64] [--write-docs]
+if (args.Length > 0 && args[0] == "pause")
+    return PauseBenchmark.Run(args[1..]);
 BenchmarkSwitcher.FromAssembly(typeof(LivePatch.Bench.X86Benchmarks).Assembly).Run(args);
+return 0;
