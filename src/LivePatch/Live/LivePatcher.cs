@@ -96,7 +96,9 @@ public sealed class LivePatcher : IDisposable
                 var newAddress = linked.Functions.First(f => ReferenceEquals(f.Function, entry.Function)).Address;
                 var jump = new PatchBuffer(entry.PatchAddress, JumpLength);
                 jump.WriteJump(newAddress);
-                sites.Add(new PokeSite(entry.PatchAddress, entry.Original, jump.Bytes.ToArray(), entry.GuardLength, $"{entry.Symbol.Module.Name}!{entry.Symbol.Name}"));
+                var trampoline = WriteTrampoline(entry, blocks.Trampolines + (ulong)(i * TrampolineSize));
+                sites.Add(new PokeSite(entry.PatchAddress, entry.Original, jump.Bytes.ToArray(), entry.GuardLength,
+                    $"{entry.Symbol.Module.Name}!{entry.Symbol.Name}", trampoline is null ? null : trampoline.MapAddress));
                 functions.Add(new AppliedFunctionInfo($"{entry.Symbol.Module.Name}!{entry.Symbol.Name}", entry.Symbol.Address, entry.PatchAddress,
                     entry.Function.NewSymbol, newAddress, Convert.ToHexStringLower(entry.Original), Convert.ToHexStringLower(jump.Bytes)));
             }
@@ -160,9 +162,37 @@ public sealed class LivePatcher : IDisposable
         }
     }
 
-    private sealed record PlannedEntry(PayloadFunction Function, TargetSymbol Symbol, ulong PatchAddress, byte[] Original, int GuardLength);
+    private sealed record PlannedEntry(PayloadFunction Function, TargetSymbol Symbol, ulong PatchAddress, byte[] Original, byte[] Displaced)
+    {
+        /// <summary>The whole instructions the jump overlaps: no thread may be left strictly inside them.</summary>
+        public int GuardLength => Displaced.Length;
+    }
 
-    private sealed record Blocks(ulong Text, ulong ReadOnly, ulong Data, IReadOnlyList<MappedBlock> Mapped);
+    private sealed record Blocks(ulong Text, ulong ReadOnly, ulong Data, ulong Trampolines, IReadOnlyList<MappedBlock> Mapped);
+
+    // Room for one entry's displaced instructions relocated (rel8 branches grow, far ones go through slots) and the jump back.
+    private const int TrampolineSize = 64;
+
+    /// <summary>
+    /// Copies the instructions the jump displaces, relocated, to <paramref name="address"/>, followed by a jump back to
+    /// the old code after them: a thread stopped among them can be moved there and finish the old function. Null when
+    /// they cannot be moved (a branch back into them, say): such a thread is waited for instead.
+    /// </summary>
+    private RelocatedCode? WriteTrampoline(PlannedEntry entry, ulong address)
+    {
+        try
+        {
+            var relocated = Relocator.Relocate(entry.Displaced, entry.PatchAddress, address, entry.PatchAddress + (ulong)entry.Displaced.Length);
+            if (relocated.Bytes.Length > TrampolineSize)
+                return null;
+            _target.WriteMemory(address, relocated.Bytes.Span);
+            return relocated;
+        }
+        catch (Exception error) when (error is RelocationException or InvalidInstructionException)
+        {
+            return null;
+        }
+    }
 
     /// <summary>Finds the old function and checks that a 5-byte jump fits at its entry.</summary>
     private PlannedEntry PlanEntry(PayloadFunction function, List<AppliedPayloadInfo> state)
@@ -192,7 +222,7 @@ public sealed class LivePatcher : IDisposable
                 .FirstOrDefault(x => x.Function.PatchAddress == patchAddress) is { Payload: not null } holder)
             throw new LivePatchException(LivePatchRefusal.AlreadyReplaced,
                 $"{symbol.Module.Name}!{symbol.Name} in process {Pid} is already replaced by payload '{holder.Payload.Name}'; revert it first");
-        return new PlannedEntry(function, symbol, patchAddress, code.AsSpan(offset, JumpLength).ToArray(), covered.Length);
+        return new PlannedEntry(function, symbol, patchAddress, code.AsSpan(offset, JumpLength).ToArray(), code.AsSpan(offset, covered.Length).ToArray());
     }
 
     private LivePatchException TooShort(TargetSymbol symbol, string why) =>
@@ -264,7 +294,8 @@ public sealed class LivePatcher : IDisposable
                     var text = Map(layout.Text, MemoryProtection.Read | MemoryProtection.Execute, "text");
                     var readOnly = Map(layout.ReadOnly, MemoryProtection.Read, "rodata");
                     var data = Map(layout.Data, MemoryProtection.Read | MemoryProtection.Write, "data");
-                    return new Blocks(text, readOnly, data, mapped);
+                    var trampolines = Map(new PayloadRegionSize((ulong)(entries.Count * TrampolineSize), 16), MemoryProtection.Read | MemoryProtection.Execute, "trampolines");
+                    return new Blocks(text, readOnly, data, trampolines, mapped);
                 }
                 finally
                 {
@@ -274,7 +305,7 @@ public sealed class LivePatcher : IDisposable
         }
         catch
         {
-            FreeAfterFailure(new Blocks(0, 0, 0, mapped));
+            FreeAfterFailure(new Blocks(0, 0, 0, 0, mapped));
             throw;
         }
     }

@@ -11,7 +11,11 @@ namespace LivePatch.Poke;
 /// <param name="Replacement">What to write; the same length as <paramref name="Expected"/>.</param>
 /// <param name="GuardLength">Bytes from <paramref name="Address"/> where a stopped thread's RIP blocks the write (at least the replacement's length).</param>
 /// <param name="Description">How messages name the site (<c>compute in worker</c>).</param>
-internal sealed record PokeSite(ulong Address, byte[] Expected, byte[] Replacement, int GuardLength, string Description)
+/// <param name="MoveThread">
+/// Where a thread stopped inside the site may be moved so that it finishes the old instructions elsewhere (a
+/// trampoline holding them relocated), or null; returns null for an address it cannot map.
+/// </param>
+internal sealed record PokeSite(ulong Address, byte[] Expected, byte[] Replacement, int GuardLength, string Description, Func<ulong, ulong?>? MoveThread = null)
 {
     public bool HoldsInside(ulong rip) => rip > Address && rip < Address + (ulong)GuardLength;
 }
@@ -32,10 +36,16 @@ internal static class TextPoker
         var obstacle = "";
         return StopTheWorld.Run(session, timeout, threads =>
         {
+            var moves = new List<(int Tid, ulong Rip)>();
             foreach (var thread in threads)
                 foreach (var site in sites)
                     if (site.HoldsInside(thread.Rip))
                     {
+                        if (site.MoveThread?.Invoke(thread.Rip) is { } moved)
+                        {
+                            moves.Add((thread.Tid, moved));
+                            continue;
+                        }
                         obstacle = $"thread {thread.Tid} stayed inside {site.Description} (at +{thread.Rip - site.Address} of 0x{site.Address:x})";
                         return StopTheWorld.Outcome.Retry;
                     }
@@ -47,8 +57,18 @@ internal static class TextPoker
                         $"process {target.Pid}: {site.Description} at 0x{site.Address:x} holds {Convert.ToHexStringLower(current)}, not the expected {Convert.ToHexStringLower(site.Expected)}: another tool changed it; nothing was changed");
             }
             var written = new List<PokeSite>();
+            var movedThreads = new List<(int Tid, Targets.Native.UserRegisters Registers)>();
             try
             {
+                // Threads inside a site finish its old instructions in the trampoline, then return to the old code after it.
+                foreach (var (tid, rip) in moves)
+                {
+                    var registers = session.GetRegisters(tid);
+                    movedThreads.Add((tid, registers));
+                    var moved = registers;
+                    moved.Rip = rip;
+                    session.SetRegisters(tid, moved);
+                }
                 foreach (var site in sites)
                 {
                     target.WriteMemory(site.Address, site.Replacement);
@@ -64,6 +84,8 @@ internal static class TextPoker
                 // Leave every site fully old: put back what was there, still inside the stop.
                 foreach (var site in written)
                     target.WriteMemory(site.Address, site.Expected);
+                foreach (var (tid, registers) in movedThreads)
+                    session.SetRegisters(tid, registers);
                 throw;
             }
             return StopTheWorld.Outcome.Done;

@@ -42,7 +42,7 @@ public class LivePatchCommandTests
         var applied = Livepatch("apply", Pid(worker), fix, "--timeout", "2000");
         Assert.Equal(0, applied.ExitCode);
         Assert.Matches(@"^applied fix to \d+: .*!compute -> compute_fixed; 5 threads stopped, pause \d+ µs", applied.Output);
-        Assert.Equal(102, worker.NextValue("compute"));
+        worker.AssertValueBecomes("compute", 102);
 
         var listed = Livepatch("list", Pid(worker), "--json");
         Assert.Equal(0, listed.ExitCode);
@@ -58,7 +58,7 @@ public class LivePatchCommandTests
         var reverted = Livepatch("revert", Pid(worker), "fix", "--timeout", "2000");
         Assert.Equal(0, reverted.ExitCode);
         Assert.StartsWith("reverted fix in ", reverted.Output, StringComparison.Ordinal);
-        Assert.Equal(3, worker.NextValue("compute"));
+        worker.AssertValueBecomes("compute", 3);
         Assert.Contains("\"reverted\"", Livepatch("list", Pid(worker), "--json").Output, StringComparison.Ordinal);
     }
 

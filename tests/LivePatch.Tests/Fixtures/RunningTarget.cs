@@ -150,6 +150,29 @@ internal sealed partial class RunningTarget : IDisposable
         return long.Parse(pattern.Match(line).Groups[1].Value, CultureInfo.InvariantCulture);
     }
 
+    /// <summary>
+    /// Asserts that <paramref name="key"/> reaches <paramref name="expected"/> within a few seconds and keeps it on the
+    /// next lines: lines printed before a change can still be on their way when the change is made.
+    /// </summary>
+    public void AssertValueBecomes(string key, long expected)
+    {
+        var pattern = new Regex($@"\b{Regex.Escape(key)}=(-?\d+)");
+        long Value(string line) => long.Parse(pattern.Match(line).Groups[1].Value, CultureInfo.InvariantCulture);
+        try
+        {
+            WaitForLine(l => pattern.IsMatch(l) && Value(l) == expected, TimeSpan.FromSeconds(5));
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"{key} never became {expected}; last lines: {string.Join(" | ", LastLines(3))}");
+        }
+        for (var i = 0; i < 3; i++)
+        {
+            var line = WaitForLine(l => pattern.IsMatch(l), TimeSpan.FromSeconds(5));
+            Assert.True(Value(line) == expected, $"{key} went back from {expected} to {Value(line)}: {line}");
+        }
+    }
+
     public IReadOnlyList<string> LastLines(int count)
     {
         lock (_all)

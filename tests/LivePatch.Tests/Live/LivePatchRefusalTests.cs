@@ -22,7 +22,7 @@ public class LivePatchRefusalTests
 
         Assert.Contains("unknown symbol 'no_such_function'", error.Message, StringComparison.Ordinal);
         before.AssertUnchanged();
-        Assert.Equal(3, worker.NextValue("compute"));
+        worker.AssertValueBecomes("compute", 3);
     }
 
     [Fact]
@@ -92,7 +92,7 @@ public class LivePatchRefusalTests
         Assert.Contains("payload 'fix' is already applied", error.Message, StringComparison.Ordinal);
         before.AssertUnchanged();
         Assert.Single(patcher.List());
-        Assert.Equal(102, worker.NextValue("compute"));
+        worker.AssertValueBecomes("compute", 102);
     }
 
     [Fact]
