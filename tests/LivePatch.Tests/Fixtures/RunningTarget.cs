@@ -173,6 +173,21 @@ internal sealed partial class RunningTarget : IDisposable
         }
     }
 
+    /// <summary>The ids of the program's threads other than its main thread.</summary>
+    public IReadOnlyList<int> OtherThreads() =>
+        [.. Directory.GetDirectories($"/proc/{Pid}/task").Select(d => int.Parse(Path.GetFileName(d), CultureInfo.InvariantCulture)).Where(t => t != Pid)];
+
+    /// <summary>Each thread's state letter from <c>/proc/PID/task/TID/stat</c> (<c>R</c>, <c>S</c>, <c>t</c> for a tracing stop...).</summary>
+    public IReadOnlyDictionary<int, string> ThreadStates() =>
+        Directory.GetDirectories($"/proc/{Pid}/task").ToDictionary(
+            d => int.Parse(Path.GetFileName(d), CultureInfo.InvariantCulture),
+            d =>
+            {
+                // "tid (comm) S ...": the state follows the last ')'.
+                var stat = File.ReadAllText(Path.Combine(d, "stat"));
+                return stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[0];
+            });
+
     public IReadOnlyList<string> LastLines(int count)
     {
         lock (_all)

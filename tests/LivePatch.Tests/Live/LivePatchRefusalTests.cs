@@ -101,7 +101,7 @@ public class LivePatchRefusalTests
         var spinner = Gcc.FixturePath("targets/spinner.S");
         using var spinning = RunningTarget.Start("targets/spinning.c", $"-O2 -g -pthread {spinner}");
         var entry = spinning.ReadyAddress("spin_entry");
-        var spinnerThread = Directory.GetDirectories($"/proc/{spinning.Pid}/task").Select(d => int.Parse(Path.GetFileName(d), System.Globalization.CultureInfo.InvariantCulture)).Single(t => t != spinning.Pid);
+        var spinnerThread = Assert.Single(spinning.OtherThreads());
         var before = TargetSnapshot.Take(spinning.Pid, entry);
 
         using var patcher = LivePatcher.Attach(spinning.Pid, new LivePatchOptions { Timeout = TimeSpan.FromMilliseconds(100) });
@@ -131,17 +131,11 @@ public class LivePatchRefusalTests
         }
 
         Thread.Sleep(50);
-        var stopped = Directory.GetDirectories($"/proc/{worker.Pid}/task").Where(t => ThreadState(t) == "t").ToList();
-        Assert.True(stopped.Count == 0, $"threads left in a tracing stop: {string.Join(", ", stopped.Select(Path.GetFileName))}");
+        var stopped = worker.ThreadStates().Where(t => t.Value == "t").Select(t => t.Key).ToList();
+        Assert.True(stopped.Count == 0, $"threads left in a tracing stop: {string.Join(", ", stopped)}");
         var calls = worker.NextValue("calls");
         Assert.True(worker.NextValue("calls") > calls, "the workers still run");
         before.AssertUnchanged();
-    }
-
-    private static string ThreadState(string taskDirectory)
-    {
-        var stat = File.ReadAllText(Path.Combine(taskDirectory, "stat"));
-        return stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[0];
     }
 
     internal static RunningTarget StartWithLib()

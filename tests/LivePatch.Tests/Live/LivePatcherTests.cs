@@ -87,7 +87,7 @@ public class LivePatcherPlacesTests
         var parked = Gcc.FixturePath("targets/parked.S");
         using var parking = RunningTarget.Start("targets/parking.c", $"-O2 -g -pthread {parked}");
         var entry = parking.ReadyAddress("park_entry");
-        var parker = Directory.GetDirectories($"/proc/{parking.Pid}/task").Select(d => int.Parse(Path.GetFileName(d), System.Globalization.CultureInfo.InvariantCulture)).Single(t => t != parking.Pid);
+        var parker = Assert.Single(parking.OtherThreads());
         Assert.Equal(entry + 2, ParkedAt(parking.Pid, parker));
 
         using var patcher = LivePatcher.Attach(parking.Pid, new LivePatchOptions { Timeout = TimeSpan.FromMilliseconds(200) });

@@ -18,8 +18,7 @@ public class PtraceSessionTests
             var stopped = session.OnTracer(() => session.StopAll(Deadline()));
 
             Assert.Equal(17, stopped.Count);
-            Assert.All(Directory.GetDirectories($"/proc/{worker.Pid}/task"), task =>
-                Assert.Equal("t", ThreadState(task)));
+            Assert.All(worker.ThreadStates().Values, state => Assert.Equal("t", state));
             session.OnTracer(() =>
             {
                 session.ResumeAll();
@@ -29,7 +28,7 @@ public class PtraceSessionTests
 
         var calls = worker.NextValue("calls");
         Assert.True(worker.NextValue("calls") > calls,
-            $"the threads call compute again after detach; states: {string.Join(" ", Directory.GetDirectories($"/proc/{worker.Pid}/task").Select(ThreadState))}");
+            $"the threads call compute again after detach; states: {string.Join(" ", worker.ThreadStates().Values)}");
         Assert.Equal("0", File.ReadLines($"/proc/{worker.Pid}/status").First(l => l.StartsWith("TracerPid:", StringComparison.Ordinal)).Split('\t')[1]);
     }
 
@@ -110,9 +109,9 @@ public class PtraceSessionTests
         for (var round = 0; round < 20; round++)
         {
             var stopped = session.OnTracer(() => session.StopAll(Deadline()));
-            var tasks = Directory.GetDirectories($"/proc/{spawner.Pid}/task");
-            Assert.All(tasks, task => Assert.Equal("t", ThreadState(task)));
-            Assert.Equal(tasks.Length, stopped.Count);
+            var states = spawner.ThreadStates();
+            Assert.All(states.Values, state => Assert.Equal("t", state));
+            Assert.Equal(states.Count, stopped.Count);
             session.OnTracer(() =>
             {
                 session.ResumeAll();
@@ -139,11 +138,4 @@ public class PtraceSessionTests
     [Fact]
     public void A_process_cannot_trace_itself() =>
         Assert.Equal(TargetError.PermissionDenied, Assert.Throws<TargetException>(() => PtraceSession.Attach(Environment.ProcessId)).Error);
-
-    private static string ThreadState(string taskDirectory)
-    {
-        // /proc/PID/task/TID/stat: "tid (comm) S ..." — the state follows the last ')'.
-        var stat = File.ReadAllText(Path.Combine(taskDirectory, "stat"));
-        return stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[0];
-    }
 }
