@@ -40,6 +40,7 @@ public sealed class LivePatcher : IDisposable
     /// <exception cref="TargetException">No such process, no permission, or it is busy (another tracer).</exception>
     public static LivePatcher Attach(int pid, LivePatchOptions? options = null)
     {
+        StopWindowCode.EnsureCompiled();
         var target = TargetProcess.Open(pid);
         try
         {
