@@ -18,11 +18,11 @@ internal static class DemoCommand
         {
             threads,
         };
-        command.SetAction(parse => LiveCommands.Run(() => Run(Math.Clamp(parse.GetValue(threads), 1, 256))));
+        command.SetAction(parse => LiveCommands.Run(cancellation => Run(Math.Clamp(parse.GetValue(threads), 1, 256), cancellation)));
         return command;
     }
 
-    private static void Run(int threads)
+    private static void Run(int threads, CancellationToken cancellation)
     {
         var directory = Directory.CreateTempSubdirectory("livepatch-demo-").FullName;
         try
@@ -39,7 +39,7 @@ internal static class DemoCommand
             running.Show(2);
 
             // The demo's busy threads share this machine's CPUs: allow them time to reach their stop.
-            using (var patcher = LivePatcher.Attach(running.Pid, new LivePatchOptions { Timeout = DemoTimeout }))
+            using (var patcher = LivePatcher.Attach(running.Pid, new LivePatchOptions { Timeout = DemoTimeout, Cancellation = cancellation }))
             {
                 var applied = patcher.Apply(Path.Combine(directory, "fix.o"));
                 Step("apply", $"livepatch apply {running.Pid} fix.o -> {string.Join(", ", applied.Functions.Select(f => $"{f.Name} -> {f.NewSymbol}"))}; {applied.ThreadsStopped} threads stopped, pause {LiveCommands.Micro(applied.Pause)}");

@@ -19,9 +19,9 @@ internal static class LiveCommands
         {
             pid, file, timeout,
         };
-        command.SetAction(parse => Run(() =>
+        command.SetAction(parse => Run(cancellation =>
         {
-            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout)));
+            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), cancellation));
             var report = patcher.Apply(parse.GetValue(file)!.FullName);
             Console.WriteLine($"applied {report.Payload} to {patcher.Pid}: {Functions(report.Functions)}; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
         }));
@@ -37,9 +37,9 @@ internal static class LiveCommands
         {
             pid, name, timeout,
         };
-        command.SetAction(parse => Run(() =>
+        command.SetAction(parse => Run(cancellation =>
         {
-            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout)));
+            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), cancellation));
             var report = patcher.Revert(parse.GetValue(name)!);
             Console.WriteLine($"reverted {report.Payload} in {patcher.Pid}: {Functions(report.Functions)} restored; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
         }));
@@ -54,7 +54,7 @@ internal static class LiveCommands
         {
             pid, json,
         };
-        command.SetAction(parse => Run(() =>
+        command.SetAction(parse => Run(_ =>
         {
             var payloads = LivePatcher.List(parse.GetValue(pid));
             if (parse.GetValue(json))
@@ -87,12 +87,17 @@ internal static class LiveCommands
 
     internal static string Micro(TimeSpan pause) => $"{pause.TotalMicroseconds:0} µs";
 
-    internal static int Run(Action action)
+    internal static int Run(Action<CancellationToken> action)
     {
         using var interruption = new Interruption();
         try
         {
-            action();
+            action(interruption.Token);
+        }
+        catch (OperationCanceledException error) when (interruption.Requested)
+        {
+            Console.Error.WriteLine($"livepatch: interrupted: {error.Message}");
+            return ExitCodes.Interrupted;
         }
         catch (Exception error)
         {
@@ -121,7 +126,8 @@ internal static class LiveCommands
         DefaultValueFactory = _ => 30,
     };
 
-    private static LivePatchOptions Options(int timeoutMilliseconds) => new() { Timeout = TimeSpan.FromMilliseconds(Math.Max(1, timeoutMilliseconds)) };
+    private static LivePatchOptions Options(int timeoutMilliseconds, CancellationToken cancellation) =>
+        new() { Timeout = TimeSpan.FromMilliseconds(Math.Max(1, timeoutMilliseconds)), Cancellation = cancellation };
 
     private static string Functions(IEnumerable<AppliedFunctionInfo> functions) =>
         string.Join(", ", functions.Select(f => $"{f.Name} -> {f.NewSymbol}"));

@@ -10,6 +10,12 @@ public sealed class LivePatchOptions
 {
     /// <summary>How long threads may take to stop, and how long to keep retrying while a thread is inside a site (default 30 ms, as Xen).</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMilliseconds(30);
+
+    /// <summary>
+    /// Cancels an action between its steps and between stop attempts (never inside a stop): the target is left as
+    /// it was and <see cref="OperationCanceledException"/> is thrown.
+    /// </summary>
+    public CancellationToken Cancellation { get; init; }
 }
 
 /// <summary>
@@ -81,6 +87,7 @@ public sealed class LivePatcher : IDisposable
 
         var entries = payload.Functions.Select(f => PlanEntry(f, state)).ToList();
         var layout = PayloadLayout.Compute(payload);
+        _options.Cancellation.ThrowIfCancellationRequested();
         var blocks = Allocate(layout, entries);
         try
         {
@@ -104,7 +111,8 @@ public sealed class LivePatcher : IDisposable
                     entry.Function.NewSymbol, newAddress, Convert.ToHexStringLower(entry.Original), Convert.ToHexStringLower(jump.Bytes)));
             }
 
-            var report = TextPoker.Poke(_session, _target, sites, _options.Timeout);
+            _options.Cancellation.ThrowIfCancellationRequested();
+            var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, _options.Cancellation);
             var record = new AppliedPayloadInfo(payload.Name, Path.GetFullPath(payload.File), PayloadState.Applied, DateTimeOffset.UtcNow, null,
                 report.Pause.TotalMicroseconds, report.Threads, functions, blocks.Mapped);
             try
@@ -144,7 +152,8 @@ public sealed class LivePatcher : IDisposable
 
         var entry = state[index];
         var sites = entry.Functions.Select(f => new PokeSite(f.PatchAddress, Convert.FromHexString(f.PatchBytes), Convert.FromHexString(f.OriginalBytes), JumpLength, f.Name)).ToList();
-        var report = TextPoker.Poke(_session, _target, sites, _options.Timeout);
+        _options.Cancellation.ThrowIfCancellationRequested();
+        var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, _options.Cancellation);
         state[index] = entry with { State = PayloadState.Reverted, RevertedAt = DateTimeOffset.UtcNow };
         TargetState.Write(_session, _target, state);
         return new RevertReport(name, entry.Functions, report.Threads, report.Pause, report.Attempts);

@@ -36,7 +36,7 @@ internal static class StopTheWorld
     /// quick: parsing, linking and buffer preparation belong before. On timeout throws
     /// <see cref="TargetException"/> with <paramref name="describeObstacle"/>'s words.
     /// </summary>
-    public static StopReport Run(PtraceSession session, TimeSpan timeout, Func<IReadOnlyList<StoppedThread>, Outcome> action, Func<string> describeObstacle)
+    public static StopReport Run(PtraceSession session, TimeSpan timeout, Func<IReadOnlyList<StoppedThread>, Outcome> action, Func<string> describeObstacle, CancellationToken cancellation = default)
     {
         return session.OnTracer(() =>
         {
@@ -66,6 +66,8 @@ internal static class StopTheWorld
                 var stopEnd = Stopwatch.GetTimestamp();
                 if (outcome == Outcome.Done)
                     return new StopReport(held, Stopwatch.GetElapsedTime(stopStart, stopEnd), attempts, Stopwatch.GetElapsedTime(start, stopEnd));
+                if (cancellation.IsCancellationRequested)
+                    throw new OperationCanceledException($"process {session.Pid}: cancelled after {attempts} attempts ({describeObstacle()}); nothing was changed", cancellation);
                 if (stopEnd + (long)(backoff.TotalSeconds * Stopwatch.Frequency) > deadline)
                     throw new TargetException(TargetError.Timeout, session.Pid,
                         $"process {session.Pid}: {describeObstacle()} after {attempts} attempts in {timeout.TotalMilliseconds:0.#} ms; nothing was changed");

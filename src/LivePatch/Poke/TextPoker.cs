@@ -27,7 +27,7 @@ internal sealed record PokeSite(ulong Address, byte[] Expected, byte[] Replaceme
 /// </summary>
 internal static class TextPoker
 {
-    public static StopReport Poke(PtraceSession session, TargetProcess target, IReadOnlyList<PokeSite> sites, TimeSpan timeout)
+    public static StopReport Poke(PtraceSession session, TargetProcess target, IReadOnlyList<PokeSite> sites, TimeSpan timeout, CancellationToken cancellation = default)
     {
         foreach (var site in sites)
             if (site.Expected.Length != site.Replacement.Length || site.GuardLength < site.Replacement.Length)
@@ -89,7 +89,7 @@ internal static class TextPoker
                 throw;
             }
             return StopTheWorld.Outcome.Done;
-        }, () => obstacle);
+        }, () => obstacle, cancellation);
     }
 }
 

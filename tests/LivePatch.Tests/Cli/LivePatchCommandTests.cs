@@ -95,6 +95,48 @@ public class LivePatchCommandTests
         before.AssertUnchanged();
     }
 
+    // SIGTERM (as Ctrl-C) while apply waits for a thread to leave the function: it stops at once, target as it was.
+    [Fact]
+    public void A_signal_during_apply_cancels_it_and_leaves_the_target_untouched_and_detached()
+    {
+        var spinner = Gcc.FixturePath("targets/spinner.S");
+        using var spinning = RunningTarget.Start("targets/spinning.c", $"-O2 -g -pthread {spinner}");
+        var before = TargetSnapshot.Take(spinning.Pid, spinning.ReadyAddress("spin_entry"));
+        var start = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "livepatch"))
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var argument in new[] { "apply", Pid(spinning), LivePatcherTests.BuildPayload("live/apply/spin.c"), "--timeout", "10000" })
+            start.ArgumentList.Add(argument);
+        using var livepatch = Process.Start(start)!;
+        var error = new System.Text.StringBuilder();
+        livepatch.ErrorDataReceived += (_, e) =>
+        {
+            lock (error)
+                error.AppendLine(e.Data);
+        };
+        livepatch.BeginErrorReadLine();
+        Thread.Sleep(800);
+        Assert.False(livepatch.HasExited, "apply is still retrying");
+
+        ExternalTool.Run("kill", "-TERM", livepatch.Id.ToString(CultureInfo.InvariantCulture));
+
+        Assert.True(livepatch.WaitForExit(3000), "livepatch stops within a few seconds, not at its 10 s timeout");
+        Assert.Equal(130, livepatch.ExitCode);
+        livepatch.WaitForExit(); // flushes the error lines
+        lock (error)
+        {
+            Assert.Contains("livepatch: interrupted: ", error.ToString(), StringComparison.Ordinal);
+            Assert.Contains("nothing was changed", error.ToString(), StringComparison.Ordinal);
+        }
+        before.AssertUnchanged();
+        Assert.Equal("0", File.ReadLines($"/proc/{spinning.Pid}/status").First(l => l.StartsWith("TracerPid:", StringComparison.Ordinal)).Split('\t')[1]);
+        var tick = spinning.NextValue("tick");
+        Assert.True(spinning.NextValue("tick") > tick, "the target still runs");
+    }
+
     [Fact]
     public void A_pid_that_does_not_exist_exits_2()
     {
