@@ -173,6 +173,15 @@ internal sealed partial class RunningTarget : IDisposable
         }
     }
 
+    /// <summary>The process tracing <paramref name="pid"/> (the Tgid of its TracerPid thread), or 0 when none does.</summary>
+    public static int TracerProcess(int pid)
+    {
+        static int Field(string status, string name) => int.Parse(
+            File.ReadLines(status).First(l => l.StartsWith(name, StringComparison.Ordinal))[name.Length..].Trim(), CultureInfo.InvariantCulture);
+        var tracer = Field($"/proc/{pid}/status", "TracerPid:");
+        return tracer == 0 ? 0 : Field($"/proc/{tracer}/status", "Tgid:");
+    }
+
     /// <summary>The ids of the program's threads other than its main thread.</summary>
     public IReadOnlyList<int> OtherThreads() =>
         [.. Directory.GetDirectories($"/proc/{Pid}/task").Select(d => int.Parse(Path.GetFileName(d), CultureInfo.InvariantCulture)).Where(t => t != Pid)];
