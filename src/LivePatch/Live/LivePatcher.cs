@@ -89,6 +89,7 @@ public sealed class LivePatcher : IDisposable
         var layout = PayloadLayout.Compute(payload);
         _options.Cancellation.ThrowIfCancellationRequested();
         var blocks = Allocate(layout, entries);
+        var reachable = false;
         try
         {
             var linked = PayloadLinker.Link(payload, layout, blocks.Text, blocks.ReadOnly, blocks.Data, name => ResolveForPayload(name, entries));
@@ -113,6 +114,8 @@ public sealed class LivePatcher : IDisposable
 
             _options.Cancellation.ThrowIfCancellationRequested();
             var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, _options.Cancellation);
+            // From here threads may run the new code or sit in a trampoline: its memory must outlive any failure.
+            reachable = true;
             var record = new AppliedPayloadInfo(payload.Name, Path.GetFullPath(payload.File), PayloadState.Applied, DateTimeOffset.UtcNow, null,
                 report.Pause.TotalMicroseconds, report.Threads, functions, blocks.Mapped);
             try
@@ -129,7 +132,8 @@ public sealed class LivePatcher : IDisposable
         }
         catch
         {
-            FreeAfterFailure(blocks);
+            if (!reachable)
+                FreeAfterFailure(blocks);
             throw;
         }
     }
