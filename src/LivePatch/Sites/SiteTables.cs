@@ -1,0 +1,173 @@
+using System.Buffers.Binary;
+using LivePatch.Elf;
+using LivePatch.X86;
+
+namespace LivePatch.Sites;
+
+/// <summary>
+/// A site of <c>LP_ALTERNATIVE</c>: <see cref="Length"/> bytes of original code at <see cref="Address"/> that may be
+/// replaced by the <see cref="ReplacementLength"/> bytes at <see cref="ReplacementAddress"/> when the CPU has <see cref="Feature"/>.
+/// </summary>
+/// <param name="Address">Virtual address of the site in the module (link-time address).</param>
+/// <param name="Length">Length of the site, original instructions plus NOP padding.</param>
+/// <param name="ReplacementAddress">Virtual address of the replacement bytes in <c>.lp.altinstr_replacement</c>.</param>
+/// <param name="ReplacementLength">Length of the replacement, never more than <paramref name="Length"/>.</param>
+/// <param name="Feature">The CPU feature that selects the replacement.</param>
+public readonly record struct AlternativeSite(ulong Address, int Length, ulong ReplacementAddress, int ReplacementLength, CpuFeature Feature);
+
+/// <summary>A <c>lock</c> prefix (byte 0xf0) recorded by <c>LP_LOCK_PREFIX</c>.</summary>
+/// <param name="Address">Virtual address of the prefix byte in the module (link-time address).</param>
+public readonly record struct LockPrefixSite(ulong Address);
+
+/// <summary>
+/// The build-time site tables of a linked module, written by the macros of <c>native/include/livepatch/sites.h</c>;
+/// docs/sites.md gives their formats byte by byte.
+/// </summary>
+public sealed class SiteTables
+{
+    /// <summary>Section of <c>LP_ALTERNATIVE</c> entries.</summary>
+    public const string AlternativesTable = ".lp.altinstructions";
+
+    /// <summary>Section holding the replacement instructions of <c>LP_ALTERNATIVE</c>.</summary>
+    public const string ReplacementSection = ".lp.altinstr_replacement";
+
+    /// <summary>Section of <c>LP_LOCK_PREFIX</c> entries.</summary>
+    public const string LockPrefixTable = ".lp.smp_locks";
+
+    /// <summary>Size of one <c>.lp.altinstructions</c> entry.</summary>
+    public const int AlternativeEntrySize = 12;
+
+    /// <summary>Size of one <c>.lp.smp_locks</c> entry.</summary>
+    public const int LockPrefixEntrySize = 4;
+
+    private const byte LockPrefix = 0xf0;
+
+    private SiteTables(IReadOnlyList<AlternativeSite> alternatives, IReadOnlyList<LockPrefixSite> lockPrefixes)
+    {
+        Alternatives = alternatives;
+        LockPrefixes = lockPrefixes;
+    }
+
+    /// <summary>The alternative sites, in table order; empty when the module has no table.</summary>
+    public IReadOnlyList<AlternativeSite> Alternatives { get; }
+
+    /// <summary>The lock-prefix sites, in table order; empty when the module has no table.</summary>
+    public IReadOnlyList<LockPrefixSite> LockPrefixes { get; }
+
+    /// <summary>
+    /// Reads and validates the site tables of a linked executable or shared object (ET_EXEC / ET_DYN).
+    /// Relocatable objects are not supported yet: their offsets are still PC32 relocations.
+    /// </summary>
+    /// <exception cref="SiteTableException">A table is malformed or an entry points somewhere it must not.</exception>
+    public static SiteTables Read(ElfFile file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        var alternatives = file.FindSection(AlternativesTable);
+        var locks = file.FindSection(LockPrefixTable);
+        if (file.Type == ElfType.Relocatable && (alternatives is not null || locks is not null))
+        {
+            throw new SiteTableException(alternatives is not null ? AlternativesTable : LockPrefixTable, null,
+                "relocatable objects are not supported yet; link the module first");
+        }
+
+        var module = new ModuleImage(file);
+        return new SiteTables(
+            alternatives is null ? [] : ReadAlternatives(file, alternatives, module),
+            locks is null ? [] : ReadLockPrefixes(file, locks, module));
+    }
+
+    private static List<AlternativeSite> ReadAlternatives(ElfFile file, ElfSection table, ModuleImage module)
+    {
+        var data = TableData(file, table, AlternativeEntrySize).Span;
+        var replacements = file.FindSection(ReplacementSection);
+        var sites = new List<AlternativeSite>(data.Length / AlternativeEntrySize);
+        for (var index = 0; index * AlternativeEntrySize < data.Length; index++)
+        {
+            var offset = index * AlternativeEntrySize;
+            var entry = data.Slice(offset, AlternativeEntrySize);
+            var entryAddress = table.Address + (ulong)offset;
+            var site = entryAddress + (ulong)(long)BinaryPrimitives.ReadInt32LittleEndian(entry);
+            var replacement = entryAddress + 4 + (ulong)(long)BinaryPrimitives.ReadInt32LittleEndian(entry[4..]);
+            var feature = BinaryPrimitives.ReadUInt16LittleEndian(entry[8..]);
+            int siteLength = entry[10];
+            int replacementLength = entry[11];
+
+            SiteTableException Bad(string reason) => new(AlternativesTable, index, reason);
+            if (!Enum.IsDefined((CpuFeature)feature))
+                throw Bad($"unknown feature number {feature}");
+            if (siteLength > PatchBuffer.MaxPatchLength)
+                throw Bad($"site of {siteLength} bytes is longer than the {PatchBuffer.MaxPatchLength}-byte patch limit");
+            if (replacementLength > siteLength)
+                throw Bad($"replacement of {replacementLength} bytes is longer than its site of {siteLength} bytes");
+            if (!module.IsExecutable(site, siteLength) || (replacements is not null && Overlaps(replacements, site, siteLength)))
+                throw Bad($"site 0x{site:x}+{siteLength} is outside the executable code of the module");
+            if (replacements is null || !Contains(replacements, replacement, replacementLength))
+                throw Bad($"replacement 0x{replacement:x}+{replacementLength} is outside {ReplacementSection}");
+
+            sites.Add(new AlternativeSite(site, siteLength, replacement, replacementLength, (CpuFeature)feature));
+        }
+
+        return sites;
+    }
+
+    private static List<LockPrefixSite> ReadLockPrefixes(ElfFile file, ElfSection table, ModuleImage module)
+    {
+        var data = TableData(file, table, LockPrefixEntrySize).Span;
+        var sites = new List<LockPrefixSite>(data.Length / LockPrefixEntrySize);
+        for (var index = 0; index * LockPrefixEntrySize < data.Length; index++)
+        {
+            var offset = index * LockPrefixEntrySize;
+            var site = table.Address + (ulong)offset + (ulong)(long)BinaryPrimitives.ReadInt32LittleEndian(data[offset..]);
+            if (!module.IsExecutable(site, 1))
+                throw new SiteTableException(LockPrefixTable, index, $"lock site 0x{site:x} is outside the executable code of the module");
+            var held = module.ByteAt(site);
+            if (held != LockPrefix)
+                throw new SiteTableException(LockPrefixTable, index, $"lock site 0x{site:x} holds 0x{held:x2}, not the lock prefix 0xf0");
+            sites.Add(new LockPrefixSite(site));
+        }
+
+        return sites;
+    }
+
+    private static ReadOnlyMemory<byte> TableData(ElfFile file, ElfSection table, int entrySize)
+    {
+        if (table.Type == ElfSectionType.NoBits)
+            throw new SiteTableException(table.Name, null, "the table has no file data (SHT_NOBITS)");
+        var data = file.GetSectionData(table);
+        if (data.Length % entrySize != 0)
+            throw new SiteTableException(table.Name, null, $"size {data.Length} is not a multiple of the {entrySize}-byte entry size");
+        return data;
+    }
+
+    private static bool Contains(ElfSection section, ulong address, int length) =>
+        address >= section.Address && address - section.Address <= section.Size && (ulong)length <= section.Size - (address - section.Address);
+
+    private static bool Overlaps(ElfSection section, ulong address, int length) =>
+        address < section.Address + section.Size && address + (ulong)length > section.Address;
+
+    /// <summary>The executable, file-backed loadable segments of a linked module, addressed by virtual address.</summary>
+    private sealed class ModuleImage(ElfFile file)
+    {
+        private readonly ElfSegment[] _code = [.. file.LoadSegments.Where(s => s.Flags.HasFlag(ElfSegmentPermissions.Execute))];
+
+        public bool IsExecutable(ulong address, int length) => Find(address, length) is not null;
+
+        public byte ByteAt(ulong address)
+        {
+            var segment = Find(address, 1) ?? throw new InvalidOperationException($"0x{address:x} is not in a code segment");
+            return file.GetSegmentData(segment).Span[(int)(address - segment.VirtualAddress)];
+        }
+
+        private ElfSegment? Find(ulong address, int length)
+        {
+            foreach (var segment in _code)
+            {
+                var start = segment.VirtualAddress;
+                if (address >= start && address - start <= segment.FileSize && (ulong)length <= segment.FileSize - (address - start))
+                    return segment;
+            }
+
+            return null;
+        }
+    }
+}
