@@ -12,7 +12,7 @@ internal static class ExitCodes
     /// <summary>The target process: no such PID, no permission, it exited, or a system call in it failed.</summary>
     public const int Target = 2;
 
-    /// <summary>The payload: not a valid object, an unknown or ambiguous symbol, a relocation that cannot be linked.</summary>
+    /// <summary>The input file: a payload or module that is not a valid ELF object, has a malformed table, names an unknown or ambiguous symbol, or cannot be linked.</summary>
     public const int Payload = 3;
 
     /// <summary>Refused: already applied, not applied, not on top, function too short, already replaced, process busy, code changed by another tool.</summary>

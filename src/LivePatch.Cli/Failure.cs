@@ -22,6 +22,8 @@ internal static class Failure
             RelocationException e => (ExitCodes.Payload, e.Message),
             BranchOutOfRangeException e => (ExitCodes.Payload, e.Message),
             FileNotFoundException e => (ExitCodes.Payload, e.Message),
+            Elf.ElfFormatException e => (ExitCodes.Payload, e.Message),
+            Sites.SiteTableException e => (ExitCodes.Payload, e.Message),
             _ => (ExitCodes.Internal, $"internal error ({error.GetType().Name}): {error.Message}"),
         };
         Console.Error.WriteLine($"livepatch: {message}");

@@ -10,6 +10,7 @@ var root = new RootCommand("""
     LiveCommands.Revert(),
     LiveCommands.List(),
     DemoCommand.Create(),
+    SitesCommand.Create(),
     CpuCommand.Create(),
 };
 return root.Parse(args).Invoke();

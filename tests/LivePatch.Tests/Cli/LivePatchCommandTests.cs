@@ -158,9 +158,40 @@ public class LivePatchCommandTests
     }
 
     [Fact]
+    public void Sites_lists_every_site_disassembled_with_the_choice_for_this_cpu()
+    {
+        var module = LivePatch.Tests.Sites.SiteSamples.PathOf("sites-pie");
+        var cpu = LivePatch.X86.CpuFeatures.Detect();
+
+        var result = Livepatch("sites", module, "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        using var json = JsonDocument.Parse(result.Output);
+        var rows = json.RootElement.EnumerateArray().ToList();
+        Assert.Equal(LivePatch.Tests.Sites.SiteSamples.CountUses("LP_ALTERNATIVE") + LivePatch.Tests.Sites.SiteSamples.CountUses("LP_LOCK_PREFIX"), rows.Count);
+        var popcnt = Assert.Single(rows, r => r.GetProperty("replacement").GetString()!.StartsWith("popcnt ", StringComparison.Ordinal));
+        Assert.Equal(cpu.Has(LivePatch.X86.CpuFeature.Popcnt) ? "replacement" : "original", popcnt.GetProperty("chosen").GetString());
+        Assert.All(rows.Where(r => r.GetProperty("kind").GetString() == "lock prefix"),
+            r => Assert.StartsWith("lock ", r.GetProperty("original").GetString(), StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Sites_on_a_file_that_is_not_elf_exits_3_in_one_line()
+    {
+        var text = Path.Combine(ExternalTool.ScratchDirectory("not-elf"), "notes.txt");
+        File.WriteAllText(text, string.Concat(Enumerable.Repeat("this is a text file, not an ELF module\n", 4)));
+
+        var result = Livepatch("sites", text);
+
+        Assert.Equal(3, result.ExitCode);
+        Assert.StartsWith("livepatch: not an ELF file", result.Error, StringComparison.Ordinal);
+        Assert.Single(result.Error.TrimEnd().Split('\n'));
+    }
+
+    [Fact]
     public void Every_command_documents_its_exit_codes()
     {
-        foreach (var command in new[] { "apply", "revert", "list", "demo" })
+        foreach (var command in new[] { "apply", "revert", "list", "demo", "sites" })
             Assert.Contains("Exit codes: 0 success", Livepatch(command, "--help").Output, StringComparison.Ordinal);
     }
 

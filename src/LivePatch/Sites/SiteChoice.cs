@@ -1,0 +1,84 @@
+using LivePatch.Elf;
+using LivePatch.X86;
+
+namespace LivePatch.Sites;
+
+/// <summary>The kind of a build-time site.</summary>
+public enum SiteKind
+{
+    /// <summary>An <c>LP_ALTERNATIVE</c>: original instructions, or a replacement when the CPU has a feature.</summary>
+    Alternative,
+    /// <summary>An <c>LP_LOCK_PREFIX</c>: a <c>lock</c> prefix, needed only while more than one thread can run.</summary>
+    LockPrefix,
+}
+
+/// <summary>A site of a module with the bytes it holds, the bytes it would get, and why.</summary>
+/// <param name="Kind">What kind of site it is.</param>
+/// <param name="Address">The site's address in the module (before any load bias).</param>
+/// <param name="Original">The bytes the module holds there now (for a lock prefix, the whole instruction it prefixes).</param>
+/// <param name="Replacement">The bytes the site would take instead (unpadded; the rest of the site becomes NOPs). For a lock
+/// prefix, the same instruction with a harmless <c>ds</c> prefix (0x3e) in place of <c>lock</c>.</param>
+/// <param name="UseReplacement">True when this CPU or situation calls for the replacement.</param>
+/// <param name="Reason">Why, in a few words (<c>cpu has popcnt</c>).</param>
+public sealed record SiteChoice(SiteKind Kind, ulong Address, byte[] Original, byte[] Replacement, bool UseReplacement, string Reason);
+
+/// <summary>Decides, for every site of a module, what its code should be on this CPU.</summary>
+public static class SiteChooser
+{
+    /// <summary>
+    /// The choice for every site of <paramref name="file"/>: alternatives by <paramref name="cpu"/>; lock prefixes
+    /// kept (the multi-threaded choice; dropping them needs a running process known to have one thread).
+    /// </summary>
+    /// <exception cref="SiteTableException">A table is malformed.</exception>
+    public static IReadOnlyList<SiteChoice> Choose(ElfFile file, CpuFeatures cpu)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        ArgumentNullException.ThrowIfNull(cpu);
+        var tables = SiteTables.Read(file);
+        var replacements = file.FindSection(SiteTables.ReplacementSection);
+        var choices = new List<SiteChoice>();
+        foreach (var site in tables.Alternatives)
+        {
+            var replacement = replacements is null ? [] : file.GetSectionData(replacements)
+                .Slice((int)(site.ReplacementAddress - replacements.Address), site.ReplacementLength).ToArray();
+            var has = cpu.Has(site.Feature);
+            choices.Add(new SiteChoice(SiteKind.Alternative, site.Address, ReadCode(file, site.Address, site.Length), replacement, has,
+                $"cpu {(has ? "has" : "lacks")} {CpuFeatures.LinuxName(site.Feature)}"));
+        }
+        foreach (var site in tables.LockPrefixes)
+        {
+            var instruction = LockedInstruction(file, site.Address);
+            choices.Add(new SiteChoice(SiteKind.LockPrefix, site.Address, instruction, [0x3e, .. instruction.AsSpan(1)], false,
+                "kept: more than one thread may run"));
+        }
+        return [.. choices.OrderBy(c => c.Address)];
+    }
+
+    // The whole instruction the lock prefix belongs to, so that it reads as "lock incl (%rdi)".
+    private static byte[] LockedInstruction(ElfFile file, ulong address)
+    {
+        var bytes = ReadCode(file, address, 1);
+        for (var length = 15; length > 1; length--)
+        {
+            try
+            {
+                bytes = ReadCode(file, address, length);
+                break;
+            }
+            catch (SiteTableException)
+            {
+            }
+        }
+        var decoder = Iced.Intel.Decoder.Create(64, new Iced.Intel.ByteArrayCodeReader(bytes), address);
+        decoder.Decode(out var instruction);
+        return instruction.IsInvalid ? bytes[..1] : bytes[..instruction.Length];
+    }
+
+    private static byte[] ReadCode(ElfFile file, ulong address, int length)
+    {
+        foreach (var segment in file.LoadSegments)
+            if (address >= segment.VirtualAddress && address + (ulong)length <= segment.VirtualAddress + segment.FileSize)
+                return file.GetSegmentData(segment).Slice((int)(address - segment.VirtualAddress), length).ToArray();
+        throw new SiteTableException(SiteTables.AlternativesTable, null, $"0x{address:x}+{length} is not in the module's file data");
+    }
+}
