@@ -54,3 +54,12 @@ public sealed record ApplyReport(string Payload, IReadOnlyList<AppliedFunctionIn
 /// <param name="Pause">How long they were held.</param>
 /// <param name="Attempts">Stops made, including retries.</param>
 public sealed record RevertReport(string Payload, IReadOnlyList<AppliedFunctionInfo> Functions, int ThreadsStopped, TimeSpan Pause, int Attempts);
+
+/// <summary>What applying a module's alternatives did.</summary>
+/// <param name="Module">The module's file name.</param>
+/// <param name="Chosen">Sites whose replacement this CPU calls for.</param>
+/// <param name="Written">Of those, sites rewritten now (the others already held their replacement).</param>
+/// <param name="ThreadsStopped">Threads held in the stop (0 when nothing was written).</param>
+/// <param name="Pause">How long they were held.</param>
+/// <param name="Attempts">Stops made, including retries while a thread was inside a site.</param>
+public sealed record AlternativesReport(string Module, int Chosen, int Written, int ThreadsStopped, TimeSpan Pause, int Attempts);

@@ -163,6 +163,52 @@ public sealed class LivePatcher : IDisposable
         return new RevertReport(name, entry.Functions, report.Threads, report.Pause, report.Attempts);
     }
 
+    /// <summary>
+    /// Rewrites the <c>LP_ALTERNATIVE</c> sites of a module (the main program when <paramref name="module"/> is null)
+    /// whose feature this CPU has: each replacement relocated to its site (RIP-relative operands and branches keep
+    /// their targets), padded with NOPs, every site written in one stop. Sites already rewritten are left alone.
+    /// </summary>
+    /// <exception cref="Sites.SiteTableException">The module's tables are malformed.</exception>
+    /// <exception cref="LivePatchException">A site holds neither its original nor its replacement bytes, or a replacement cannot be moved there.</exception>
+    /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
+    public AlternativesReport ApplyAlternatives(string? module = null)
+    {
+        var target = module is null ? _target.MainModule
+            : _target.Modules.FirstOrDefault(m => m.Matches(module))
+              ?? throw new SymbolResolutionException(module, [], $"process {Pid} has no module '{module}'; modules: {string.Join(", ", _target.Modules.Select(m => m.Name).Distinct())}");
+        var bias = target.LoadBias;
+        var sites = new List<PokeSite>();
+        var chosen = Sites.SiteChooser.Choose(target.Elf, CpuFeatures.Detect()).Where(c => c.Kind == Sites.SiteKind.Alternative && c.UseReplacement).ToList();
+        foreach (var choice in chosen)
+        {
+            var address = choice.Address + bias;
+            var where = $"the alternative at {target.Name}+0x{choice.Address:x}";
+            var buffer = new PatchBuffer(address, choice.Original.Length);
+            try
+            {
+                if (choice.Replacement.Length > 0)
+                    buffer.Write(Relocator.Relocate(choice.Replacement, choice.ReplacementAddress + bias, address).Bytes.Span);
+            }
+            catch (Exception error) when (error is RelocationException or InvalidInstructionException or PatchTooLongException)
+            {
+                throw new LivePatchException(LivePatchRefusal.AlreadyReplaced, $"{where} in process {Pid}: its replacement cannot be moved there: {error.Message}");
+            }
+            buffer.Fill();
+            var current = _target.ReadMemory(address, choice.Original.Length);
+            if (current.AsSpan().SequenceEqual(buffer.Bytes))
+                continue;
+            if (!current.AsSpan().SequenceEqual(choice.Original))
+                throw new LivePatchException(LivePatchRefusal.AlreadyReplaced,
+                    $"{where} in process {Pid} holds {Convert.ToHexStringLower(current)}, neither its original nor its replacement");
+            sites.Add(new PokeSite(address, choice.Original, buffer.Bytes.ToArray(), choice.Original.Length, where));
+        }
+        if (sites.Count == 0)
+            return new AlternativesReport(target.Name, chosen.Count, 0, 0, TimeSpan.Zero, 0);
+        _options.Cancellation.ThrowIfCancellationRequested();
+        var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, _options.Cancellation);
+        return new AlternativesReport(target.Name, chosen.Count, sites.Count, report.Threads, report.Pause, report.Attempts);
+    }
+
     /// <summary>Detaches from every thread of the target.</summary>
     public void Dispose()
     {

@@ -20,7 +20,8 @@ public enum SiteKind
 /// prefix, the same instruction with a harmless <c>ds</c> prefix (0x3e) in place of <c>lock</c>.</param>
 /// <param name="UseReplacement">True when this CPU or situation calls for the replacement.</param>
 /// <param name="Reason">Why, in a few words (<c>cpu has popcnt</c>).</param>
-public sealed record SiteChoice(SiteKind Kind, ulong Address, byte[] Original, byte[] Replacement, bool UseReplacement, string Reason);
+/// <param name="ReplacementAddress">Where the replacement was assembled (its RIP-relative operands and branches are relative to it), or the site's own address.</param>
+public sealed record SiteChoice(SiteKind Kind, ulong Address, byte[] Original, byte[] Replacement, bool UseReplacement, string Reason, ulong ReplacementAddress);
 
 /// <summary>Decides, for every site of a module, what its code should be on this CPU.</summary>
 public static class SiteChooser
@@ -43,13 +44,13 @@ public static class SiteChooser
                 .Slice((int)(site.ReplacementAddress - replacements.Address), site.ReplacementLength).ToArray();
             var has = cpu.Has(site.Feature);
             choices.Add(new SiteChoice(SiteKind.Alternative, site.Address, ReadCode(file, site.Address, site.Length), replacement, has,
-                $"cpu {(has ? "has" : "lacks")} {CpuFeatures.LinuxName(site.Feature)}"));
+                $"cpu {(has ? "has" : "lacks")} {CpuFeatures.LinuxName(site.Feature)}", site.ReplacementAddress));
         }
         foreach (var site in tables.LockPrefixes)
         {
             var instruction = LockedInstruction(file, site.Address);
             choices.Add(new SiteChoice(SiteKind.LockPrefix, site.Address, instruction, [0x3e, .. instruction.AsSpan(1)], false,
-                "kept: more than one thread may run"));
+                "kept: more than one thread may run", site.Address));
         }
         return [.. choices.OrderBy(c => c.Address)];
     }
