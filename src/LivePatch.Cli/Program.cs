@@ -11,6 +11,7 @@ var root = new RootCommand("""
     LiveCommands.List(),
     DemoCommand.Create(),
     SitesCommand.Create(),
+    LiveCommands.Key(),
     CpuCommand.Create(),
 };
 return root.Parse(args).Invoke();

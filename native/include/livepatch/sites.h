@@ -99,4 +99,36 @@
     ".popsection\n"                                                                    \
     "671:\n\tlock; "
 
+/*
+ * LP_STATIC_BRANCH(key): an expression, 0 until the key is switched on, then 1, at the cost of a 5-byte NOP
+ * (the kernel's static_branch_unlikely). The site is "nopl 0(%rax,%rax,1)"; switching the key on rewrites it into
+ * "jmp" to the on path. key is a bare identifier; its name is recorded as a string.
+ *
+ *   if (LP_STATIC_BRANCH(tracing)) trace(...);
+ *
+ * Entry in ".lp.static_keys" (12 bytes, 4-byte aligned): s32 site offset, s32 on-path offset, s32 offset of the
+ * key's NUL-terminated name in ".lp.static_key_names". Needs GNU C (asm goto, statement expressions).
+ */
+#define LP_STATIC_BRANCH(key)                                                          \
+    __extension__({                                                                    \
+        __label__ lp_on_;                                                              \
+        int lp_taken_ = 0;                                                             \
+        __asm__ goto("681:\n\t.nops 5, 5\n"                                            \
+                     ".pushsection .lp.static_keys, \"a\"\n"                            \
+                     "\t.balign 4\n"                                                   \
+                     "\t.long 681b - .\n"                                              \
+                     "\t.long %l[lp_on_] - .\n"                                        \
+                     "\t.long 682f - .\n"                                              \
+                     ".popsection\n"                                                   \
+                     ".pushsection .lp.static_key_names, \"a\"\n"                       \
+                     "682:\t.asciz \"" #key "\"\n"                                      \
+                     ".popsection\n"                                                   \
+                     : : : : lp_on_);                                                  \
+        if (0) {                                                                       \
+        lp_on_:                                                                        \
+            lp_taken_ = 1;                                                             \
+        }                                                                              \
+        lp_taken_;                                                                     \
+    })
+
 #endif /* LIVEPATCH_SITES_H */

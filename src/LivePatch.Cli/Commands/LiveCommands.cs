@@ -46,6 +46,29 @@ internal static class LiveCommands
         return command;
     }
 
+    public static Command Key()
+    {
+        var pid = PidArgument();
+        var name = new Argument<string>("name") { Description = "The static key's name, as given to LP_STATIC_BRANCH." };
+        var state = new Argument<string>("state") { Description = "on: every site jumps to its on path; off: every site is a NOP again." };
+        state.AcceptOnlyFromAmong("on", "off");
+        var module = new Option<string?>("--module") { Description = "The module whose sites to switch (default: the main program)." };
+        var timeout = TimeoutOption();
+        var command = new Command("key", $"Switch a static key of a running process on or off: all its LP_STATIC_BRANCH sites in one stop.\n{ExitCodes.Help}")
+        {
+            pid, name, state, module, timeout,
+        };
+        command.SetAction(parse => Run(cancellation =>
+        {
+            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), cancellation));
+            var report = patcher.SetStaticKey(parse.GetValue(name)!, parse.GetValue(state) == "on", parse.GetValue(module));
+            Console.WriteLine(report.Written == 0
+                ? $"static key {report.Key} in {patcher.Pid} is already {(report.Enabled ? "on" : "off")} ({report.Sites} sites)"
+                : $"static key {report.Key} in {patcher.Pid} is {(report.Enabled ? "on" : "off")}: {report.Written} of {report.Sites} sites written; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}");
+        }));
+        return command;
+    }
+
     public static Command List()
     {
         var pid = PidArgument();

@@ -30,7 +30,7 @@ internal static class SitesCommand
             var choices = SiteChooser.Choose(ElfFile.Load(path), CpuFeatures.Detect());
             var rows = choices.Select(c => new
             {
-                Kind = c.Kind == SiteKind.Alternative ? "alternative" : "lock prefix",
+                Kind = c.Kind switch { SiteKind.Alternative => "alternative", SiteKind.LockPrefix => "lock prefix", _ => "static key" },
                 Address = $"0x{c.Address:x}",
                 Length = c.Original.Length,
                 Original = Disassemble(c.Original, c.Address),

@@ -63,3 +63,13 @@ public sealed record RevertReport(string Payload, IReadOnlyList<AppliedFunctionI
 /// <param name="Pause">How long they were held.</param>
 /// <param name="Attempts">Stops made, including retries while a thread was inside a site.</param>
 public sealed record AlternativesReport(string Module, int Chosen, int Written, int ThreadsStopped, TimeSpan Pause, int Attempts);
+
+/// <summary>What switching a static key did.</summary>
+/// <param name="Key">The key's name.</param>
+/// <param name="Enabled">On (jumps) or off (NOPs).</param>
+/// <param name="Sites">The key's sites in the module.</param>
+/// <param name="Written">Of those, sites rewritten now (the others were already in that state).</param>
+/// <param name="ThreadsStopped">Threads held in the stop (0 when nothing was written).</param>
+/// <param name="Pause">How long they were held.</param>
+/// <param name="Attempts">Stops made.</param>
+public sealed record StaticKeyReport(string Key, bool Enabled, int Sites, int Written, int ThreadsStopped, TimeSpan Pause, int Attempts);

@@ -17,6 +17,8 @@ public enum LivePatchRefusal
     AlreadyReplaced,
     /// <summary>The record kept in the target cannot be read.</summary>
     StateUnreadable,
+    /// <summary>The module has no static-key site of that name.</summary>
+    UnknownStaticKey,
 }
 
 /// <summary>LivePatch refused an action; the message names the payload, the function or the process, and why. The target was not changed.</summary>

@@ -173,9 +173,7 @@ public sealed class LivePatcher : IDisposable
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public AlternativesReport ApplyAlternatives(string? module = null)
     {
-        var target = module is null ? _target.MainModule
-            : _target.Modules.FirstOrDefault(m => m.Matches(module))
-              ?? throw new SymbolResolutionException(module, [], $"process {Pid} has no module '{module}'; modules: {string.Join(", ", _target.Modules.Select(m => m.Name).Distinct())}");
+        var target = ModuleOrMain(module);
         var bias = target.LoadBias;
         var sites = new List<PokeSite>();
         var chosen = Sites.SiteChooser.Choose(target.Elf, CpuFeatures.Detect()).Where(c => c.Kind == Sites.SiteKind.Alternative && c.UseReplacement).ToList();
@@ -208,6 +206,50 @@ public sealed class LivePatcher : IDisposable
         var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, _options.Cancellation);
         return new AlternativesReport(target.Name, chosen.Count, sites.Count, report.Threads, report.Pause, report.Attempts);
     }
+
+    /// <summary>
+    /// Switches the static key <paramref name="key"/> of a module (the main program when <paramref name="module"/> is
+    /// null) on or off: every <c>LP_STATIC_BRANCH</c> site of the key becomes a <c>jmp</c> to its on path or the 5-byte
+    /// NOP again, all in one stop. Sites already in the asked state are left alone.
+    /// </summary>
+    /// <exception cref="LivePatchException">The module has no site for the key, or a site holds something else.</exception>
+    /// <exception cref="TargetException">Threads did not stop until the timeout.</exception>
+    public StaticKeyReport SetStaticKey(string key, bool enabled, string? module = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        var target = ModuleOrMain(module);
+        var bias = target.LoadBias;
+        var keys = Sites.SiteTables.Read(target.Elf).StaticKeys;
+        var sites = keys.Where(k => k.Key == key).ToList();
+        if (sites.Count == 0)
+            throw new LivePatchException(LivePatchRefusal.UnknownStaticKey,
+                $"{target.Name} in process {Pid} has no static key '{key}'{(keys.Count == 0 ? "" : $"; its keys: {string.Join(", ", keys.Select(k => k.Key).Distinct())}")}");
+        var pokes = new List<PokeSite>();
+        foreach (var site in sites)
+        {
+            var address = site.Address + bias;
+            var jump = new PatchBuffer(address, Branch.Rel32Length);
+            jump.WriteJump(site.Target + bias);
+            var off = Sites.SiteTables.StaticKeyNop.ToArray();
+            var (from, to) = enabled ? (off, jump.Bytes.ToArray()) : (jump.Bytes.ToArray(), off);
+            var current = _target.ReadMemory(address, Branch.Rel32Length);
+            if (current.AsSpan().SequenceEqual(to))
+                continue;
+            if (!current.AsSpan().SequenceEqual(from))
+                throw new LivePatchException(LivePatchRefusal.AlreadyReplaced,
+                    $"static key '{key}' site at {target.Name}+0x{site.Address:x} in process {Pid} holds {Convert.ToHexStringLower(current)}, neither its NOP nor its jump");
+            pokes.Add(new PokeSite(address, from, to, Branch.Rel32Length, $"static key '{key}' site at {target.Name}+0x{site.Address:x}"));
+        }
+        if (pokes.Count == 0)
+            return new StaticKeyReport(key, enabled, sites.Count, 0, 0, TimeSpan.Zero, 0);
+        _options.Cancellation.ThrowIfCancellationRequested();
+        var report = TextPoker.Poke(_session, _target, pokes, _options.Timeout, _options.Cancellation);
+        return new StaticKeyReport(key, enabled, sites.Count, pokes.Count, report.Threads, report.Pause, report.Attempts);
+    }
+
+    private TargetModule ModuleOrMain(string? module) => module is null ? _target.MainModule
+        : _target.Modules.FirstOrDefault(m => m.Matches(module))
+          ?? throw new SymbolResolutionException(module, [], $"process {Pid} has no module '{module}'; modules: {string.Join(", ", _target.Modules.Select(m => m.Name).Distinct())}");
 
     /// <summary>Detaches from every thread of the target.</summary>
     public void Dispose()

@@ -10,6 +10,8 @@ public enum SiteKind
     Alternative,
     /// <summary>An <c>LP_LOCK_PREFIX</c>: a <c>lock</c> prefix, needed only while more than one thread can run.</summary>
     LockPrefix,
+    /// <summary>An <c>LP_STATIC_BRANCH</c>: a 5-byte NOP, or a jump to the on path while its key is on.</summary>
+    StaticKey,
 }
 
 /// <summary>A site of a module with the bytes it holds, the bytes it would get, and why.</summary>
@@ -51,6 +53,13 @@ public static class SiteChooser
             var instruction = LockedInstruction(file, site.Address);
             choices.Add(new SiteChoice(SiteKind.LockPrefix, site.Address, instruction, [0x3e, .. instruction.AsSpan(1)], false,
                 "kept: more than one thread may run", site.Address));
+        }
+        foreach (var site in tables.StaticKeys)
+        {
+            var jump = new PatchBuffer(site.Address, Branch.Rel32Length);
+            jump.WriteJump(site.Target);
+            choices.Add(new SiteChoice(SiteKind.StaticKey, site.Address, ReadCode(file, site.Address, Branch.Rel32Length), jump.Bytes.ToArray(), false,
+                $"key '{site.Key}' is off until switched on (livepatch key PID {site.Key} on)", site.Address));
         }
         return [.. choices.OrderBy(c => c.Address)];
     }

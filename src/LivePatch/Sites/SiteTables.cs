@@ -19,6 +19,12 @@ public readonly record struct AlternativeSite(ulong Address, int Length, ulong R
 /// <param name="Address">Virtual address of the prefix byte in the module (link-time address).</param>
 public readonly record struct LockPrefixSite(ulong Address);
 
+/// <summary>One <c>LP_STATIC_BRANCH</c> site: a 5-byte NOP (key off) or <c>jmp</c> to the on path (key on).</summary>
+/// <param name="Address">The site's address in the module.</param>
+/// <param name="Target">The on path's address, where the jump goes when the key is on.</param>
+/// <param name="Key">The key's name.</param>
+public readonly record struct StaticKeySite(ulong Address, ulong Target, string Key);
+
 /// <summary>
 /// The build-time site tables of a linked module, written by the macros of <c>native/include/livepatch/sites.h</c>;
 /// docs/sites.md gives their formats byte by byte.
@@ -40,13 +46,29 @@ public sealed class SiteTables
     /// <summary>Size of one <c>.lp.smp_locks</c> entry.</summary>
     public const int LockPrefixEntrySize = 4;
 
+    /// <summary>Section of <c>LP_STATIC_BRANCH</c> entries.</summary>
+    public const string StaticKeyTable = ".lp.static_keys";
+
+    /// <summary>Section holding the static keys' names.</summary>
+    public const string StaticKeyNames = ".lp.static_key_names";
+
+    /// <summary>Size of one <c>.lp.static_keys</c> entry.</summary>
+    public const int StaticKeyEntrySize = 12;
+
+    /// <summary>The 5-byte NOP of a static-key site that is off.</summary>
+    public static ReadOnlySpan<byte> StaticKeyNop => [0x0f, 0x1f, 0x44, 0x00, 0x00];
+
     private const byte LockPrefix = 0xf0;
 
-    private SiteTables(IReadOnlyList<AlternativeSite> alternatives, IReadOnlyList<LockPrefixSite> lockPrefixes)
+    private SiteTables(IReadOnlyList<AlternativeSite> alternatives, IReadOnlyList<LockPrefixSite> lockPrefixes, IReadOnlyList<StaticKeySite> staticKeys)
     {
         Alternatives = alternatives;
         LockPrefixes = lockPrefixes;
+        StaticKeys = staticKeys;
     }
+
+    /// <summary>The static-key sites, in table order; empty when the module has no table.</summary>
+    public IReadOnlyList<StaticKeySite> StaticKeys { get; }
 
     /// <summary>The alternative sites, in table order; empty when the module has no table.</summary>
     public IReadOnlyList<AlternativeSite> Alternatives { get; }
@@ -64,16 +86,18 @@ public sealed class SiteTables
         ArgumentNullException.ThrowIfNull(file);
         var alternatives = file.FindSection(AlternativesTable);
         var locks = file.FindSection(LockPrefixTable);
-        if (file.Type == ElfType.Relocatable && (alternatives is not null || locks is not null))
+        var keys = file.FindSection(StaticKeyTable);
+        if (file.Type == ElfType.Relocatable && (alternatives is not null || locks is not null || keys is not null))
         {
-            throw new SiteTableException(alternatives is not null ? AlternativesTable : LockPrefixTable, null,
+            throw new SiteTableException(alternatives?.Name ?? locks?.Name ?? StaticKeyTable, null,
                 "relocatable objects are not supported yet; link the module first");
         }
 
         var module = new ModuleImage(file);
         return new SiteTables(
             alternatives is null ? [] : ReadAlternatives(file, alternatives, module),
-            locks is null ? [] : ReadLockPrefixes(file, locks, module));
+            locks is null ? [] : ReadLockPrefixes(file, locks, module),
+            keys is null ? [] : ReadStaticKeys(file, keys, module));
     }
 
     private static List<AlternativeSite> ReadAlternatives(ElfFile file, ElfSection table, ModuleImage module)
@@ -129,6 +153,41 @@ public sealed class SiteTables
         return sites;
     }
 
+    private static List<StaticKeySite> ReadStaticKeys(ElfFile file, ElfSection table, ModuleImage module)
+    {
+        var data = TableData(file, table, StaticKeyEntrySize).Span;
+        var names = file.FindSection(StaticKeyNames);
+        var namesData = names is null ? default : file.GetSectionData(names).Span;
+        var sites = new List<StaticKeySite>(data.Length / StaticKeyEntrySize);
+        for (var index = 0; index * StaticKeyEntrySize < data.Length; index++)
+        {
+            var offset = index * StaticKeyEntrySize;
+            var entryAddress = table.Address + (ulong)offset;
+            var site = entryAddress + (ulong)(long)BinaryPrimitives.ReadInt32LittleEndian(data[offset..]);
+            var target = entryAddress + 4 + (ulong)(long)BinaryPrimitives.ReadInt32LittleEndian(data[(offset + 4)..]);
+            var name = entryAddress + 8 + (ulong)(long)BinaryPrimitives.ReadInt32LittleEndian(data[(offset + 8)..]);
+
+            SiteTableException Bad(string reason) => new(StaticKeyTable, index, reason);
+            if (!module.IsExecutable(site, StaticKeyNop.Length))
+                throw Bad($"site 0x{site:x} is outside the executable code of the module");
+            if (!module.IsExecutable(target, 1))
+                throw Bad($"on path 0x{target:x} is outside the executable code of the module");
+            if (names is null || name < names.Address || name - names.Address >= (ulong)namesData.Length)
+                throw Bad($"key name 0x{name:x} is outside {StaticKeyNames}");
+            var text = namesData[(int)(name - names.Address)..];
+            var end = text.IndexOf((byte)0);
+            if (end <= 0)
+                throw Bad(end == 0 ? "the key name is empty" : "the key name is not NUL-terminated");
+            var key = System.Text.Encoding.UTF8.GetString(text[..end]);
+            var held = module.Bytes(site, StaticKeyNop.Length);
+            if (!held.SequenceEqual(StaticKeyNop) && !(held[0] == 0xe9 && site + 5 + (ulong)(long)BinaryPrimitives.ReadInt32LittleEndian(held[1..]) == target))
+                throw Bad($"site 0x{site:x} of key '{key}' holds {Convert.ToHexStringLower(held)}, neither a 5-byte NOP nor a jump to its on path");
+            sites.Add(new StaticKeySite(site, target, key));
+        }
+
+        return sites;
+    }
+
     private static ReadOnlyMemory<byte> TableData(ElfFile file, ElfSection table, int entrySize)
     {
         if (table.Type == ElfSectionType.NoBits)
@@ -151,6 +210,12 @@ public sealed class SiteTables
         private readonly ElfSegment[] _code = [.. file.LoadSegments.Where(s => s.Flags.HasFlag(ElfSegmentPermissions.Execute))];
 
         public bool IsExecutable(ulong address, int length) => Find(address, length) is not null;
+
+        public ReadOnlySpan<byte> Bytes(ulong address, int length)
+        {
+            var segment = Find(address, length) ?? throw new InvalidOperationException($"0x{address:x} is not in a code segment");
+            return file.GetSegmentData(segment).Span.Slice((int)(address - segment.VirtualAddress), length);
+        }
 
         public byte ByteAt(ulong address)
         {

@@ -189,9 +189,28 @@ public class LivePatchCommandTests
     }
 
     [Fact]
+    public void Key_switches_a_static_key_from_a_separate_run_and_refuses_unknown_keys()
+    {
+        using var target = RunningTarget.Start("sites/keys_target.c", LivePatch.Tests.Live.StaticKeyTests.Flags);
+
+        var on = Livepatch("key", Pid(target), "verbose", "on", "--timeout", "2000");
+        var again = Livepatch("key", Pid(target), "verbose", "on");
+        var unknown = Livepatch("key", Pid(target), "debug", "on");
+        var bad = Livepatch("key", Pid(target), "verbose", "maybe");
+
+        Assert.Equal(0, on.ExitCode);
+        Assert.Matches(@"^static key verbose in \d+ is on: 2 of 2 sites written; 3 threads stopped, pause \d+ µs", on.Output);
+        Assert.StartsWith("static key verbose in ", again.Output, StringComparison.Ordinal);
+        Assert.Contains("is already on (2 sites)", again.Output, StringComparison.Ordinal);
+        Assert.Equal(4, unknown.ExitCode);
+        Assert.Contains("no static key 'debug'", unknown.Error, StringComparison.Ordinal);
+        Assert.Equal(1, bad.ExitCode);
+    }
+
+    [Fact]
     public void Every_command_documents_its_exit_codes()
     {
-        foreach (var command in new[] { "apply", "revert", "list", "demo", "sites" })
+        foreach (var command in new[] { "apply", "revert", "list", "demo", "sites", "key" })
             Assert.Contains("Exit codes: 0 success", Livepatch(command, "--help").Output, StringComparison.Ordinal);
     }
 
