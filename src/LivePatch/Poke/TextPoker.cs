@@ -27,12 +27,39 @@ internal sealed record PokeSite(ulong Address, byte[] Expected, byte[] Replaceme
 /// </summary>
 internal static class TextPoker
 {
+    /// <summary>
+    /// Sites in address order, neighbours (one ending where the next begins) merged so that each contiguous range is
+    /// one write. Overlapping sites are refused: two changes to one byte have no order.
+    /// </summary>
+    internal static List<PokeRange> MergeContiguous(IReadOnlyList<PokeSite> sites)
+    {
+        var ranges = new List<PokeRange>();
+        foreach (var site in sites.OrderBy(s => s.Address))
+        {
+            if (ranges.Count > 0)
+            {
+                var last = ranges[^1];
+                var end = last.Address + (ulong)last.Replacement.Length;
+                if (site.Address < end)
+                    throw new ArgumentException($"sites overlap at 0x{site.Address:x}: {site.Description} begins before 0x{end:x}", nameof(sites));
+                if (site.Address == end)
+                {
+                    ranges[^1] = new PokeRange(last.Address, [.. last.Expected, .. site.Expected], [.. last.Replacement, .. site.Replacement]);
+                    continue;
+                }
+            }
+            ranges.Add(new PokeRange(site.Address, site.Expected, site.Replacement));
+        }
+        return ranges;
+    }
+
     public static StopReport Poke(PtraceSession session, TargetProcess target, IReadOnlyList<PokeSite> sites, TimeSpan timeout, CancellationToken cancellation = default)
     {
         foreach (var site in sites)
             if (site.Expected.Length != site.Replacement.Length || site.GuardLength < site.Replacement.Length)
                 throw new ArgumentException($"site 0x{site.Address:x}: expected, replacement and guard lengths do not agree", nameof(sites));
 
+        var ranges = MergeContiguous(sites);
         var obstacle = "";
         return StopTheWorld.Run(session, timeout, threads =>
         {
@@ -56,7 +83,7 @@ internal static class TextPoker
                     throw new TextPokeException(site.Address,
                         $"process {target.Pid}: {site.Description} at 0x{site.Address:x} holds {Convert.ToHexStringLower(current)}, not the expected {Convert.ToHexStringLower(site.Expected)}: another tool changed it; nothing was changed");
             }
-            var written = new List<PokeSite>();
+            var written = new List<PokeRange>();
             var movedThreads = new List<(int Tid, Targets.Native.UserRegisters Registers)>();
             try
             {
@@ -69,21 +96,21 @@ internal static class TextPoker
                     moved.Rip = rip;
                     session.SetRegisters(tid, moved);
                 }
-                foreach (var site in sites)
+                foreach (var range in ranges)
                 {
-                    target.WriteMemory(site.Address, site.Replacement);
-                    written.Add(site);
-                    var check = target.ReadMemory(site.Address, site.Replacement.Length);
-                    if (!check.AsSpan().SequenceEqual(site.Replacement))
-                        throw new TextPokeException(site.Address,
-                            $"process {target.Pid}: {site.Description} at 0x{site.Address:x} reads back {Convert.ToHexStringLower(check)} after writing {Convert.ToHexStringLower(site.Replacement)}");
+                    target.WriteMemory(range.Address, range.Replacement);
+                    written.Add(range);
+                    var check = target.ReadMemory(range.Address, range.Replacement.Length);
+                    if (!check.AsSpan().SequenceEqual(range.Replacement))
+                        throw new TextPokeException(range.Address,
+                            $"process {target.Pid}: 0x{range.Address:x} reads back {Convert.ToHexStringLower(check)} after writing {Convert.ToHexStringLower(range.Replacement)}");
                 }
             }
             catch
             {
                 // Leave every site fully old: put back what was there, still inside the stop.
-                foreach (var site in written)
-                    target.WriteMemory(site.Address, site.Expected);
+                foreach (var range in written)
+                    target.WriteMemory(range.Address, range.Expected);
                 foreach (var (tid, registers) in movedThreads)
                     session.SetRegisters(tid, registers);
                 throw;
@@ -92,6 +119,9 @@ internal static class TextPoker
         }, () => obstacle, cancellation);
     }
 }
+
+/// <summary>Bytes written to a target in one write: one site, or neighbouring sites merged.</summary>
+internal sealed record PokeRange(ulong Address, byte[] Expected, byte[] Replacement);
 
 /// <summary>A site did not hold the bytes expected, or did not read back what was written; the target was left as it was.</summary>
 public sealed class TextPokeException : Exception
