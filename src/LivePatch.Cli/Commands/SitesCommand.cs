@@ -16,28 +16,19 @@ internal static class SitesCommand
 
     public static Command Create()
     {
-        var file = new Argument<FileInfo>("file") { Description = "An executable or shared object built with livepatch/sites.h." };
+        var file = new Argument<string>("file-or-pid") { Description = "An executable or shared object built with livepatch/sites.h, or the PID of a running process (its modules are read as mapped)." };
         var json = new Option<bool>("--json") { Description = "Print the sites as JSON." };
-        var command = new Command("sites", $"List the build-time sites of a module (alternatives, lock prefixes): the original and replacement instructions and which one this CPU gets, and why.\n{ExitCodes.Help}")
+        var command = new Command("sites", $"List the build-time sites of a module or of every module of a running process (alternatives, lock prefixes, static keys): the original and replacement instructions, which one this CPU gets and why, and in a process their current state.\n{ExitCodes.Help}")
         {
             file, json,
         };
         command.SetAction(parse => LiveCommands.Run(_ =>
         {
-            var path = parse.GetValue(file)!.FullName;
-            if (!File.Exists(path))
-                throw new FileNotFoundException($"no file {path}", path);
-            var choices = SiteChooser.Choose(ElfFile.Load(path), CpuFeatures.Detect());
-            var rows = choices.Select(c => new
-            {
-                Kind = c.Kind switch { SiteKind.Alternative => "alternative", SiteKind.LockPrefix => "lock prefix", _ => "static key" },
-                Address = $"0x{c.Address:x}",
-                Length = c.Original.Length,
-                Original = Disassemble(c.Original, c.Address),
-                Replacement = Disassemble(c.Replacement, c.Address),
-                Chosen = c.UseReplacement ? "replacement" : "original",
-                c.Reason,
-            }).ToList();
+            var argument = parse.GetValue(file)!;
+            var cpu = CpuFeatures.Detect();
+            var rows = int.TryParse(argument, NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && !File.Exists(argument)
+                ? ProcessRows(pid, cpu)
+                : FileRows(argument, cpu);
             if (parse.GetValue(json))
             {
                 Console.WriteLine(JsonSerializer.Serialize(rows, Json));
@@ -45,17 +36,62 @@ internal static class SitesCommand
             }
             if (rows.Count == 0)
             {
-                Console.WriteLine($"{path} has no build-time sites");
+                Console.WriteLine($"{argument} has no build-time sites");
                 return;
             }
-            var table = new Table().AddColumns("kind", "address", "bytes", "original", "replacement", "chosen", "why");
+            var table = new Table().AddColumns("module", "kind", "address", "bytes", "original", "replacement", "chosen", "why", "now");
             foreach (var row in rows)
-                table.AddRow(row.Kind, row.Address, row.Length.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Original),
-                    Markup.Escape(row.Replacement), row.Chosen, Markup.Escape(row.Reason));
+                table.AddRow(Markup.Escape(row.Module), row.Kind, row.Address, row.Length.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Original),
+                    Markup.Escape(row.Replacement), row.Chosen, Markup.Escape(row.Reason), row.State ?? "");
             AnsiConsole.Write(table);
         }));
         return command;
     }
+
+    private sealed record Row(string Module, string Kind, string Address, int Length, string Original, string Replacement, string Chosen, string Reason, string? State);
+
+    private static List<Row> FileRows(string path, CpuFeatures cpu)
+    {
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"no file {path}", path);
+        return [.. SiteChooser.Choose(ElfFile.Load(path), cpu).Select(c => ToRow(Path.GetFileName(path), c, 0, null))];
+    }
+
+    // Each module's sites as mapped, with what its code holds now (read through /proc/PID/mem; no ptrace).
+    private static List<Row> ProcessRows(int pid, CpuFeatures cpu)
+    {
+        using var target = Targets.TargetProcess.Open(pid);
+        var rows = new List<Row>();
+        foreach (var module in target.Modules)
+        {
+            if (module.Elf.FindSection(SiteTables.AlternativesTable) is null && module.Elf.FindSection(SiteTables.LockPrefixTable) is null
+                && module.Elf.FindSection(SiteTables.StaticKeyTable) is null)
+                continue;
+            foreach (var choice in SiteChooser.Choose(module.Elf, cpu))
+            {
+                var now = target.ReadMemory(choice.Address + module.LoadBias, choice.Original.Length);
+                var state = choice.Kind switch
+                {
+                    SiteKind.Alternative => now.AsSpan().SequenceEqual(choice.Original) ? "original" : "rewritten",
+                    SiteKind.LockPrefix => now[0] == 0xf0 ? "lock" : "dropped",
+                    _ => now.AsSpan().SequenceEqual(SiteTables.StaticKeyNop) ? "off" : "on",
+                };
+                rows.Add(ToRow(module.Name, choice, module.LoadBias, state));
+            }
+        }
+        return rows;
+    }
+
+    private static Row ToRow(string module, SiteChoice c, ulong bias, string? state) => new(
+        module,
+        c.Kind switch { SiteKind.Alternative => "alternative", SiteKind.LockPrefix => "lock prefix", _ => "static key" },
+        $"0x{c.Address + bias:x}",
+        c.Original.Length,
+        Disassemble(c.Original, c.Address + bias),
+        Disassemble(c.Replacement, c.Address + bias),
+        c.UseReplacement ? "replacement" : "original",
+        c.Reason,
+        state);
 
     // GNU syntax, as objdump and the .S patchlets write it; NOP padding is left out.
     private static string Disassemble(byte[] code, ulong address)

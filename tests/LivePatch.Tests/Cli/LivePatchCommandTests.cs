@@ -176,6 +176,27 @@ public class LivePatchCommandTests
     }
 
     [Fact]
+    public void Sites_of_a_running_process_show_each_site_as_it_is_now()
+    {
+        using var target = RunningTarget.Start("sites/keys_target.c", LivePatch.Tests.Live.StaticKeyTests.Flags);
+        static List<(string Kind, string State, string Module)> Rows(Result result)
+        {
+            Assert.Equal(0, result.ExitCode);
+            using var json = JsonDocument.Parse(result.Output);
+            return [.. json.RootElement.EnumerateArray().Select(r => (r.GetProperty("kind").GetString()!, r.GetProperty("state").GetString()!, r.GetProperty("module").GetString()!))];
+        }
+
+        var before = Rows(Livepatch("sites", Pid(target), "--json"));
+        Assert.Equal(0, Livepatch("key", Pid(target), "tracing", "on", "--timeout", "2000").ExitCode);
+        var after = Rows(Livepatch("sites", Pid(target), "--json"));
+
+        Assert.Equal(3, before.Count);
+        Assert.All(before, r => Assert.Equal(("static key", "off"), (r.Kind, r.State)));
+        Assert.All(before, r => Assert.StartsWith("keys_target", r.Module, StringComparison.Ordinal));
+        Assert.Equal(["off", "off", "on"], after.Select(r => r.State).Order().ToArray());
+    }
+
+    [Fact]
     public void Sites_on_a_file_that_is_not_elf_exits_3_in_one_line()
     {
         var text = Path.Combine(ExternalTool.ScratchDirectory("not-elf"), "notes.txt");

@@ -187,15 +187,24 @@ internal sealed partial class RunningTarget : IDisposable
         [.. Directory.GetDirectories($"/proc/{Pid}/task").Select(d => int.Parse(Path.GetFileName(d), CultureInfo.InvariantCulture)).Where(t => t != Pid)];
 
     /// <summary>Each thread's state letter from <c>/proc/PID/task/TID/stat</c> (<c>R</c>, <c>S</c>, <c>t</c> for a tracing stop...).</summary>
-    public IReadOnlyDictionary<int, string> ThreadStates() =>
-        Directory.GetDirectories($"/proc/{Pid}/task").ToDictionary(
-            d => int.Parse(Path.GetFileName(d), CultureInfo.InvariantCulture),
-            d =>
+    public IReadOnlyDictionary<int, string> ThreadStates()
+    {
+        var states = new Dictionary<int, string>();
+        foreach (var directory in Directory.GetDirectories($"/proc/{Pid}/task"))
+        {
+            try
             {
                 // "tid (comm) S ...": the state follows the last ')'.
-                var stat = File.ReadAllText(Path.Combine(d, "stat"));
-                return stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[0];
-            });
+                var stat = File.ReadAllText(Path.Combine(directory, "stat"));
+                states[int.Parse(Path.GetFileName(directory), CultureInfo.InvariantCulture)] = stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[0];
+            }
+            catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+            {
+                // The thread exited since the directory was listed.
+            }
+        }
+        return states;
+    }
 
     public IReadOnlyList<string> LastLines(int count)
     {

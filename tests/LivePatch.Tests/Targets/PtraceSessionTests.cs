@@ -109,9 +109,10 @@ public class PtraceSessionTests
         for (var round = 0; round < 20; round++)
         {
             var stopped = session.OnTracer(() => session.StopAll(Deadline()));
-            var states = spawner.ThreadStates();
-            Assert.All(states.Values, state => Assert.Equal("t", state));
-            Assert.Equal(states.Count, stopped.Count);
+            // A thread already exiting (zombie or dead) cannot be stopped, and needs not be: it runs no more code.
+            var states = spawner.ThreadStates().Where(s => s.Value is not ("Z" or "X")).ToList();
+            Assert.All(states, s => Assert.Equal("t", s.Value));
+            Assert.All(states, s => Assert.Contains(s.Key, stopped));
             session.OnTracer(() =>
             {
                 session.ResumeAll();
