@@ -76,12 +76,17 @@ internal static class TextPoker
                         obstacle = $"thread {thread.Tid} stayed inside {site.Description} (at +{thread.Rip - site.Address} of 0x{site.Address:x})";
                         return StopTheWorld.Outcome.Retry;
                     }
-            foreach (var site in sites)
+            // One read per contiguous range; the message still names the site that differs.
+            foreach (var range in ranges)
             {
-                var current = target.ReadMemory(site.Address, site.Expected.Length);
-                if (!current.AsSpan().SequenceEqual(site.Expected))
-                    throw new TextPokeException(site.Address,
-                        $"process {target.Pid}: {site.Description} at 0x{site.Address:x} holds {Convert.ToHexStringLower(current)}, not the expected {Convert.ToHexStringLower(site.Expected)}: another tool changed it; nothing was changed");
+                var current = target.ReadMemory(range.Address, range.Expected.Length);
+                if (current.AsSpan().SequenceEqual(range.Expected))
+                    continue;
+                var site = sites.First(x => x.Address >= range.Address && x.Address < range.Address + (ulong)range.Expected.Length
+                    && !current.AsSpan((int)(x.Address - range.Address), x.Expected.Length).SequenceEqual(x.Expected));
+                var held = current.AsSpan((int)(site.Address - range.Address), site.Expected.Length);
+                throw new TextPokeException(site.Address,
+                    $"process {target.Pid}: {site.Description} at 0x{site.Address:x} holds {Convert.ToHexStringLower(held)}, not the expected {Convert.ToHexStringLower(site.Expected)}: another tool changed it; nothing was changed");
             }
             var written = new List<PokeRange>();
             var movedThreads = new List<(int Tid, Targets.Native.UserRegisters Registers)>();

@@ -116,6 +116,27 @@ public class LivePatchRefusalTests
     }
 
     [Fact]
+    public void Code_changed_by_another_tool_since_apply_is_not_overwritten_by_revert()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
+        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        // secret() runs once per 5 ms on the main thread only: the unsynchronized write below (as another tool would
+        // make it) practically never meets a thread executing those bytes.
+        var applied = Assert.Single(patcher.Apply(LivePatcherTests.BuildPayload("live/apply/secret.c")).Functions);
+        using (var other = TargetProcess.Open(worker.Pid))
+            other.WriteMemory(applied.PatchAddress, Convert.FromHexString(applied.OriginalBytes)); // reverted by hand, as with gdb
+        var before = TargetSnapshot.Take(worker.Pid, applied.PatchAddress);
+
+        var error = Assert.Throws<LivePatch.Poke.TextPokeException>(() => patcher.Revert("secret"));
+
+        Assert.Equal(applied.PatchAddress, error.Address);
+        Assert.Contains($"holds {applied.OriginalBytes}, not the expected e9", error.Message, StringComparison.Ordinal);
+        Assert.Contains("another tool changed it", error.Message, StringComparison.Ordinal);
+        before.AssertUnchanged();
+        Assert.Equal(PayloadState.Applied, Assert.Single(patcher.List()).State);
+    }
+
+    [Fact]
     public void A_stop_that_times_out_leaves_every_thread_running_while_still_attached()
     {
         using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "8");
