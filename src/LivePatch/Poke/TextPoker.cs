@@ -27,28 +27,51 @@ internal sealed record PokeSite(ulong Address, byte[] Expected, byte[] Replaceme
 /// </summary>
 internal static class TextPoker
 {
+    /// <summary>Sites this close are written as one range, the bytes between them rewritten unchanged.</summary>
+    internal const int MaxMergedGap = 256;
+
     /// <summary>
-    /// Sites in address order, neighbours (one ending where the next begins) merged so that each contiguous range is
-    /// one write. Overlapping sites are refused: two changes to one byte have no order.
+    /// Sites in address order, neighbours merged so that each range is one write: contiguous ones always, and ones
+    /// at most <paramref name="maxGap"/> bytes apart when <paramref name="readGap"/> supplies the bytes between them
+    /// (read before the stop, checked again inside it with the rest of the range). Overlapping sites are refused:
+    /// two changes to one byte have no order.
     /// </summary>
-    internal static List<PokeRange> MergeContiguous(IReadOnlyList<PokeSite> sites)
+    internal static List<PokeRange> MergeContiguous(IReadOnlyList<PokeSite> sites, int maxGap = 0, Func<ulong, int, byte[]>? readGap = null)
     {
-        var ranges = new List<PokeRange>();
+        var clusters = new List<List<PokeSite>>();
+        ulong end = 0;
         foreach (var site in sites.OrderBy(s => s.Address))
         {
-            if (ranges.Count > 0)
+            if (clusters.Count > 0)
             {
-                var last = ranges[^1];
-                var end = last.Address + (ulong)last.Replacement.Length;
                 if (site.Address < end)
                     throw new ArgumentException($"sites overlap at 0x{site.Address:x}: {site.Description} begins before 0x{end:x}", nameof(sites));
-                if (site.Address == end)
+                var gap = site.Address - end;
+                if (gap == 0 || (gap <= (ulong)maxGap && readGap is not null))
                 {
-                    ranges[^1] = new PokeRange(last.Address, [.. last.Expected, .. site.Expected], [.. last.Replacement, .. site.Replacement]);
+                    clusters[^1].Add(site);
+                    end = site.Address + (ulong)site.Expected.Length;
                     continue;
                 }
             }
-            ranges.Add(new PokeRange(site.Address, site.Expected, site.Replacement));
+            clusters.Add([site]);
+            end = site.Address + (ulong)site.Expected.Length;
+        }
+
+        var ranges = new List<PokeRange>(clusters.Count);
+        foreach (var cluster in clusters)
+        {
+            var start = cluster[0].Address;
+            var length = (int)(cluster[^1].Address + (ulong)cluster[^1].Expected.Length - start);
+            var covered = cluster.Sum(s => s.Expected.Length) == length;
+            // The bytes between sites are what is there now (read once per range, before the stop).
+            var expected = covered ? new byte[length] : readGap!(start, length);
+            foreach (var site in cluster)
+                site.Expected.CopyTo(expected, (int)(site.Address - start));
+            var replacement = (byte[])expected.Clone();
+            foreach (var site in cluster)
+                site.Replacement.CopyTo(replacement, (int)(site.Address - start));
+            ranges.Add(new PokeRange(start, expected, replacement));
         }
         return ranges;
     }
@@ -59,7 +82,8 @@ internal static class TextPoker
             if (site.Expected.Length != site.Replacement.Length || site.GuardLength < site.Replacement.Length)
                 throw new ArgumentException($"site 0x{site.Address:x}: expected, replacement and guard lengths do not agree", nameof(sites));
 
-        var ranges = MergeContiguous(sites);
+        // Many close sites (a module's alternatives) become few writes: less time with every thread held.
+        var ranges = MergeContiguous(sites, MaxMergedGap, target.ReadMemory);
         var obstacle = "";
         return StopTheWorld.Run(session, timeout, threads =>
         {

@@ -31,6 +31,24 @@ public class TextPokerTests
     }
 
     [Fact]
+    public void Sites_a_small_gap_apart_become_one_write_that_rewrites_the_gap_as_it_is()
+    {
+        var gapReads = new List<(ulong, int)>();
+        byte[] ReadNow(ulong address, int length)
+        {
+            gapReads.Add((address, length));
+            return [.. Enumerable.Range(0, length).Select(i => (byte)(0x40 + i))];
+        }
+
+        var ranges = TextPoker.MergeContiguous([Site(0x10, 2, 0xa1), Site(0x14, 2, 0xa2), Site(0x100, 1, 0xa3)], maxGap: 4, ReadNow);
+
+        Assert.Equal("0x10+6 0x100+1", string.Join(' ', ranges.Select(r => $"0x{r.Address:x}+{r.Replacement.Length}")));
+        Assert.Equal("909042439090", Convert.ToHexStringLower(ranges[0].Expected));
+        Assert.Equal("a1a14243a2a2", Convert.ToHexStringLower(ranges[0].Replacement));
+        Assert.Equal([(0x10UL, 6)], gapReads); // one read for the whole range, none for a lone site
+    }
+
+    [Fact]
     public void Overlapping_sites_are_refused()
     {
         var error = Assert.Throws<ArgumentException>(() => TextPoker.MergeContiguous([Site(0x10, 5, 1), Site(0x14, 2, 2)]));
