@@ -330,20 +330,11 @@ public sealed class LivePatcher : IDisposable
     private LivePatchException TooShort(TargetSymbol symbol, string why) =>
         new(LivePatchRefusal.FunctionTooShort, $"function {symbol.Module.Name}!{symbol.Name} in process {Pid} is too short for a {JumpLength}-byte jump: {why}");
 
+    // The function may sit at the very end of its mapping: read what is mapped, up to count bytes.
     private byte[] ReadAvailable(ulong address, int count)
     {
-        // The function may sit at the very end of its mapping: read what is there.
-        for (var length = count; length >= JumpLength; length /= 2)
-        {
-            try
-            {
-                return _target.ReadMemory(address, length);
-            }
-            catch (TargetException) when (length > JumpLength)
-            {
-            }
-        }
-        return _target.ReadMemory(address, JumpLength);
+        var region = _target.ReadMemoryMap().Find(address);
+        return _target.ReadMemory(address, region is { } mapped ? (int)Math.Min((ulong)count, mapped.End - address) : count);
     }
 
     /// <summary>

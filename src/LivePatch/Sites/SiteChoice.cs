@@ -67,28 +67,24 @@ public static class SiteChooser
     // The whole instruction the lock prefix belongs to, so that it reads as "lock incl (%rdi)".
     private static byte[] LockedInstruction(ElfFile file, ulong address)
     {
-        var bytes = ReadCode(file, address, 1);
-        for (var length = 15; length > 1; length--)
-        {
-            try
-            {
-                bytes = ReadCode(file, address, length);
-                break;
-            }
-            catch (SiteTableException)
-            {
-            }
-        }
+        var bytes = ReadCode(file, address, 15, exactly: false);
         var decoder = Iced.Intel.Decoder.Create(64, new Iced.Intel.ByteArrayCodeReader(bytes), address);
         decoder.Decode(out var instruction);
         return instruction.IsInvalid ? bytes[..1] : bytes[..instruction.Length];
     }
 
-    private static byte[] ReadCode(ElfFile file, ulong address, int length)
+    /// <summary><paramref name="length"/> bytes of the module's file data at <paramref name="address"/>; with
+    /// <paramref name="exactly"/> false, as many of them as its segment holds (at least one).</summary>
+    private static byte[] ReadCode(ElfFile file, ulong address, int length, bool exactly = true)
     {
         foreach (var segment in file.LoadSegments)
-            if (address >= segment.VirtualAddress && address + (ulong)length <= segment.VirtualAddress + segment.FileSize)
-                return file.GetSegmentData(segment).Slice((int)(address - segment.VirtualAddress), length).ToArray();
+        {
+            if (address < segment.VirtualAddress || address >= segment.VirtualAddress + segment.FileSize)
+                continue;
+            var available = (int)Math.Min((ulong)length, segment.VirtualAddress + segment.FileSize - address);
+            if (available == length || !exactly)
+                return file.GetSegmentData(segment).Slice((int)(address - segment.VirtualAddress), available).ToArray();
+        }
         throw new SiteTableException(SiteTables.AlternativesTable, null, $"0x{address:x}+{length} is not in the module's file data");
     }
 }
