@@ -247,9 +247,7 @@ public sealed class LivePatcher : IDisposable
         return new StaticKeyReport(key, enabled, sites.Count, pokes.Count, report.Threads, report.Pause, report.Attempts);
     }
 
-    private TargetModule ModuleOrMain(string? module) => module is null ? _target.MainModule
-        : _target.Modules.FirstOrDefault(m => m.Matches(module))
-          ?? throw new SymbolResolutionException(module, [], $"process {Pid} has no module '{module}'; modules: {string.Join(", ", _target.Modules.Select(m => m.Name).Distinct())}");
+    private TargetModule ModuleOrMain(string? module) => module is null ? _target.MainModule : _target.ModulesNamed(module)[0];
 
     /// <summary>Detaches from every thread of the target.</summary>
     public void Dispose()

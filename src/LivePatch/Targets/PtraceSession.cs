@@ -241,7 +241,7 @@ internal sealed class PtraceSession : IDisposable
     private bool SeizeNewThreads()
     {
         var found = false;
-        foreach (var tid in TaskIds())
+        foreach (var tid in TargetFiles.TaskIds(Pid))
         {
             if (_threads.ContainsKey(tid))
                 continue;
@@ -249,22 +249,6 @@ internal sealed class PtraceSession : IDisposable
             found |= _threads.ContainsKey(tid);
         }
         return found;
-    }
-
-    private IEnumerable<int> TaskIds()
-    {
-        string[] entries;
-        try
-        {
-            entries = Directory.GetDirectories($"/proc/{Pid}/task");
-        }
-        catch (DirectoryNotFoundException)
-        {
-            throw new TargetException(TargetError.Exited, Pid, $"process {Pid} exited");
-        }
-        foreach (var entry in entries)
-            if (int.TryParse(Path.GetFileName(entry), out var tid))
-                yield return tid;
     }
 
     private void Interrupt(TracedThread thread)

@@ -22,4 +22,22 @@ internal static class TargetFiles
             throw new TargetException(TargetError.Exited, pid, $"process {pid} exited while reading /proc/{pid}/{name}: {error.Message}");
         }
     }
+
+    /// <summary>The thread ids listed in <c>/proc/PID/task</c>, in ascending order.</summary>
+    public static List<int> TaskIds(int pid)
+    {
+        try
+        {
+            var ids = new List<int>();
+            foreach (var entry in Directory.GetDirectories($"/proc/{pid}/task"))
+                if (int.TryParse(Path.GetFileName(entry), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var tid))
+                    ids.Add(tid);
+            ids.Sort();
+            return ids;
+        }
+        catch (DirectoryNotFoundException)
+        {
+            throw new TargetException(TargetError.Exited, pid, $"process {pid} exited");
+        }
+    }
 }

@@ -58,17 +58,7 @@ public sealed class TargetProcess : IDisposable
     public void Refresh() => _modules = null;
 
     /// <summary>The ids of the process's threads, from <c>/proc/PID/task</c>.</summary>
-    public IReadOnlyList<int> ThreadIds()
-    {
-        try
-        {
-            return [.. Directory.GetDirectories($"/proc/{Pid}/task").Select(d => int.Parse(Path.GetFileName(d), System.Globalization.CultureInfo.InvariantCulture)).Order()];
-        }
-        catch (DirectoryNotFoundException)
-        {
-            throw new TargetException(TargetError.Exited, Pid, $"process {Pid} exited");
-        }
-    }
+    public IReadOnlyList<int> ThreadIds() => TargetFiles.TaskIds(Pid);
 
     /// <summary>Reads <paramref name="count"/> bytes of the process's memory at <paramref name="address"/>.</summary>
     /// <exception cref="TargetException">The memory is not mapped or the process is gone.</exception>
@@ -91,9 +81,7 @@ public sealed class TargetProcess : IDisposable
     public TargetSymbol ResolveSymbol(string spec)
     {
         var (moduleSpec, name) = SplitSpec(spec);
-        var modules = moduleSpec is null ? Modules : Modules.Where(m => m.Matches(moduleSpec)).ToList();
-        if (moduleSpec is not null && modules.Count == 0)
-            throw new SymbolResolutionException(spec, [], $"process {Pid} has no module '{moduleSpec}' (for '{spec}'); modules: {string.Join(", ", Modules.Select(m => m.Name).Distinct())}");
+        var modules = moduleSpec is null ? Modules : ModulesNamed(moduleSpec, spec);
         var candidates = Candidates(modules, name);
         return candidates.Count switch
         {
@@ -102,6 +90,19 @@ public sealed class TargetProcess : IDisposable
             _ => throw new SymbolResolutionException(spec, candidates,
                 $"'{spec}' is ambiguous in process {Pid}: {string.Join(", ", candidates)}; name one as module!name"),
         };
+    }
+
+    /// <summary>
+    /// The modules <paramref name="moduleSpec"/> names (file name, name without <c>.so</c> suffix, or path).
+    /// </summary>
+    /// <exception cref="SymbolResolutionException">None does; the message lists the modules there are.</exception>
+    internal List<TargetModule> ModulesNamed(string moduleSpec, string? forSpec = null)
+    {
+        var modules = Modules.Where(m => m.Matches(moduleSpec)).ToList();
+        if (modules.Count == 0)
+            throw new SymbolResolutionException(forSpec ?? moduleSpec, [],
+                $"process {Pid} has no module '{moduleSpec}'{(forSpec is null ? "" : $" (for '{forSpec}')")}; modules: {string.Join(", ", Modules.Select(m => m.Name).Distinct())}");
+        return modules;
     }
 
     /// <summary>The symbols named <paramref name="name"/> in <paramref name="modules"/>, one per address, default versions first.</summary>
