@@ -24,7 +24,7 @@ public sealed class LivePatchOptions
 /// Everything expensive — parsing, resolving, linking, allocating, copying code — happens before that stop.
 /// Dispose detaches on every path.
 /// </summary>
-public sealed class LivePatcher : IDisposable
+public sealed partial class LivePatcher : IDisposable
 {
     private const int JumpLength = Branch.Rel32Length;
 
