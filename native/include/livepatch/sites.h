@@ -15,7 +15,7 @@
  *   __asm__ __volatile__(LP_LOCK_PREFIX "incl %0" : "+m"(counter));
  *
  * (__asm__ __volatile__ works under -std=c11, where plain "asm" is not a keyword.)
- * The numeric local labels 661–665 and 671 are used by the expansions; do not
+ * The numeric local labels 661–667 and 671 are used by the expansions; do not
  * use them in the instructions passed to the macros.
  */
 #ifndef LIVEPATCH_SITES_H
@@ -85,6 +85,42 @@
     ".pushsection .lp.altinstr_replacement, \"ax\"\n"                                  \
     "664:\n\t" newinstr "\n"                                                           \
     "665:\n"                                                                           \
+    ".popsection\n"
+
+/*
+ * LP_ALTERNATIVE_2(oldinstr, newinstr1, feature1, newinstr2, feature2): two
+ * replacements for one site (the kernel's ALTERNATIVE_2). The site is padded
+ * with NOPs to the longer replacement; it gets two ".lp.altinstructions"
+ * entries with the same site address and length, in this order, and the last
+ * one whose feature the CPU has wins (so list the better replacement second).
+ * LP_MAX_(a, b) is max(a, b) for GNU as, where a true comparison is -1 and
+ * "&" binds tighter than "<" and "+".
+ */
+#define LP_MAX_(a, b) "((" a ") + (((" b ") - (" a ")) & ((" a ") < (" b "))))"
+#define LP_ALTERNATIVE_2(oldinstr, newinstr1, feature1, newinstr2, feature2)           \
+    "661:\n\t" oldinstr "\n"                                                           \
+    "662:\n\t"                                                                         \
+    ".nops -((" LP_MAX_("665f - 664f", "667f - 666f") " - (662b - 661b)) > 0) * ("     \
+        LP_MAX_("665f - 664f", "667f - 666f") " - (662b - 661b))\n"                    \
+    "663:\n"                                                                           \
+    ".pushsection .lp.altinstructions, \"a\"\n"                                        \
+    "\t.balign 4\n"                                                                    \
+    "\t.long 661b - .\n"                                                               \
+    "\t.long 664f - .\n"                                                               \
+    "\t.word " LP_STRINGIFY(feature1) "\n"                                             \
+    "\t.byte 663b - 661b\n"                                                            \
+    "\t.byte 665f - 664f\n"                                                            \
+    "\t.long 661b - .\n"                                                               \
+    "\t.long 666f - .\n"                                                               \
+    "\t.word " LP_STRINGIFY(feature2) "\n"                                             \
+    "\t.byte 663b - 661b\n"                                                            \
+    "\t.byte 667f - 666f\n"                                                            \
+    ".popsection\n"                                                                    \
+    ".pushsection .lp.altinstr_replacement, \"ax\"\n"                                  \
+    "664:\n\t" newinstr1 "\n"                                                          \
+    "665:\n"                                                                           \
+    "666:\n\t" newinstr2 "\n"                                                          \
+    "667:\n"                                                                           \
     ".popsection\n"
 
 /*

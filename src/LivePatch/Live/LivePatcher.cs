@@ -165,18 +165,20 @@ public sealed partial class LivePatcher : IDisposable
 
     /// <summary>
     /// Rewrites the <c>LP_ALTERNATIVE</c> sites of a module (the main program when <paramref name="module"/> is null)
-    /// whose feature this CPU has: each replacement relocated to its site (RIP-relative operands and branches keep
-    /// their targets), padded with NOPs, every site written in one stop. Sites already rewritten are left alone.
+    /// whose feature this CPU has (<paramref name="cpu"/>, detected when null): each replacement relocated to its site
+    /// (RIP-relative operands and branches keep their targets), padded with NOPs, every site written in one stop. A
+    /// site with several replacements (<c>LP_ALTERNATIVE_2</c>) gets the last one whose feature the CPU has. Sites
+    /// already rewritten are left alone.
     /// </summary>
     /// <exception cref="Sites.SiteTableException">The module's tables are malformed.</exception>
     /// <exception cref="LivePatchException">A site holds neither its original nor its replacement bytes, or a replacement cannot be moved there.</exception>
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
-    public AlternativesReport ApplyAlternatives(string? module = null)
+    public AlternativesReport ApplyAlternatives(string? module = null, CpuFeatures? cpu = null)
     {
         var target = ModuleOrMain(module);
         var bias = target.LoadBias;
         var sites = new List<PokeSite>();
-        var chosen = Sites.SiteChooser.Choose(target.Elf, CpuFeatures.Detect()).Where(c => c.Kind == Sites.SiteKind.Alternative && c.UseReplacement).ToList();
+        var chosen = Sites.SiteChooser.Choose(target.Elf, cpu ?? CpuFeatures.Detect()).Where(c => c.Kind == Sites.SiteKind.Alternative && c.UseReplacement).ToList();
         foreach (var choice in chosen)
         {
             var address = choice.Address + bias;

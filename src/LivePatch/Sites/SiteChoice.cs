@@ -29,8 +29,9 @@ public sealed record SiteChoice(SiteKind Kind, ulong Address, byte[] Original, b
 public static class SiteChooser
 {
     /// <summary>
-    /// The choice for every site of <paramref name="file"/>: alternatives by <paramref name="cpu"/>; lock prefixes
-    /// kept (the multi-threaded choice; dropping them needs a running process known to have one thread).
+    /// The choice for every site of <paramref name="file"/>: alternatives by <paramref name="cpu"/> (one choice per
+    /// site: of several entries for one site, the last whose feature the CPU has); lock prefixes kept (the
+    /// multi-threaded choice; dropping them needs a running process known to have one thread).
     /// </summary>
     /// <exception cref="SiteTableException">A table is malformed.</exception>
     public static IReadOnlyList<SiteChoice> Choose(ElfFile file, CpuFeatures cpu)
@@ -40,13 +41,16 @@ public static class SiteChooser
         var tables = SiteTables.Read(file);
         var replacements = file.FindSection(SiteTables.ReplacementSection);
         var choices = new List<SiteChoice>();
-        foreach (var site in tables.Alternatives)
+        foreach (var entries in tables.Alternatives.GroupBy(s => s.Address).Select(g => g.ToList()))
         {
+            var winner = entries.FindLastIndex(s => cpu.Has(s.Feature));
+            var site = entries[winner < 0 ? ^1 : winner];
             var replacement = replacements is null ? [] : file.GetSectionData(replacements)
                 .Slice((int)(site.ReplacementAddress - replacements.Address), site.ReplacementLength).ToArray();
-            var has = cpu.Has(site.Feature);
-            choices.Add(new SiteChoice(SiteKind.Alternative, site.Address, ReadCode(file, site.Address, site.Length), replacement, has,
-                $"cpu {(has ? "has" : "lacks")} {CpuFeatures.LinuxName(site.Feature)}", site.ReplacementAddress));
+            var features = string.Join(", ", entries.Select(e => $"{(cpu.Has(e.Feature) ? "has" : "lacks")} {CpuFeatures.LinuxName(e.Feature)}"));
+            var reason = entries.Count == 1 || winner < 0 ? $"cpu {features}" : $"cpu {features}: replacement {winner + 1} of {entries.Count}";
+            choices.Add(new SiteChoice(SiteKind.Alternative, site.Address, ReadCode(file, site.Address, site.Length), replacement, winner >= 0,
+                reason, site.ReplacementAddress));
         }
         foreach (var site in tables.LockPrefixes)
         {

@@ -131,6 +131,8 @@ public sealed class SiteTables
             sites.Add(new AlternativeSite(site, siteLength, replacement, replacementLength, (CpuFeature)feature));
         }
 
+        // LP_ALTERNATIVE_2 gives one site several entries: they must agree on its length, and sites must not overlap.
+        RefuseOverlaps(AlternativesTable, [.. sites.Select(s => (s.Address, s.Length))], "alternative");
         return sites;
     }
 
@@ -196,6 +198,28 @@ public sealed class SiteTables
         if (data.Length % entrySize != 0)
             throw new SiteTableException(table.Name, null, $"size {data.Length} is not a multiple of the {entrySize}-byte entry size");
         return data;
+    }
+
+    /// <summary>Refuses two sites that overlap; with <paramref name="sharedSites"/>, entries of one site (same address) must agree on its length.</summary>
+    private static void RefuseOverlaps(string table, IReadOnlyList<(ulong Address, int Length)> sites, string kind, bool sharedSites = true)
+    {
+        var order = Enumerable.Range(0, sites.Count).OrderBy(i => sites[i].Address).ThenBy(i => i).ToList();
+        for (var k = 1; k < order.Count; k++)
+        {
+            var (earlier, later) = (order[k - 1], order[k]);
+            var (address, length) = sites[later];
+            var previous = sites[earlier];
+            if (address == previous.Address && sharedSites)
+            {
+                if (length != previous.Length)
+                    throw new SiteTableException(table, later,
+                        $"{kind} site 0x{address:x} is {length} bytes long here but {previous.Length} in entry {earlier}: entries of one site must agree on its length");
+                continue;
+            }
+            if (address < previous.Address + (ulong)previous.Length)
+                throw new SiteTableException(table, later,
+                    $"{kind} site 0x{address:x}+{length} overlaps the site 0x{previous.Address:x}+{previous.Length} of entry {earlier}");
+        }
     }
 
     private static bool Contains(ElfSection section, ulong address, int length) =>

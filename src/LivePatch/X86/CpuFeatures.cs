@@ -156,6 +156,12 @@ public sealed class CpuFeatures
     /// <summary>True when this processor has <paramref name="feature"/> and the OS lets programs use it.</summary>
     public bool Has(CpuFeature feature) => _present.Contains(feature);
 
+    /// <summary>These features minus <paramref name="features"/>: to choose sites as if the CPU lacked them (the kernel's <c>clearcpuid=</c>).</summary>
+    public CpuFeatures Without(params IEnumerable<CpuFeature> features) => new(_present.Except(features));
+
+    /// <summary>Exactly <paramref name="features"/>, whatever this CPU has: for choosing sites whose code any CPU runs (tests).</summary>
+    internal static CpuFeatures Of(params IEnumerable<CpuFeature> features) => new([.. features]);
+
     /// <summary>Every feature present, in enum order.</summary>
     public IReadOnlyList<CpuFeature> Present => [.. _present.Order()];
 

@@ -27,6 +27,8 @@ public class SiteTablesMalformedTests
         ["site longer than the patch limit"] = new(Alt, 0, (b, f) => b[At(f, Alt, 10)] = 255, "254-byte patch limit"),
         ["unknown feature"] = new(Alt, 2, (b, f) => BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(At(f, Alt, 24 + 8)), 999), "unknown feature number 999"),
         ["first unassigned feature"] = new(Alt, 0, (b, f) => BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(At(f, Alt, 8)), 31), "unknown feature number 31"),
+        ["entries of one site disagreeing on its length"] = new(Alt, 4, (b, f) => b[At(f, Alt, 48 + 10)]++, "is 9 bytes long here but 8 in entry 3: entries of one site must agree on its length"),
+        ["a site overlapping another"] = new(Alt, 4, (b, f) => Add32(b, f, Alt, 48, 1), "overlaps the site"),
         ["alternatives size not a multiple of 12"] = new(Alt, null, (b, f) => AddToSectionSize(b, f, Alt, -1), "not a multiple of the 12-byte entry size"),
         ["lock site one byte after the prefix"] = new(Locks, 1, (b, f) => Add32(b, f, Locks, 4, 1), "not the lock prefix 0xf0"),
         ["lock site outside the code"] = new(Locks, 0, (b, f) => Add32(b, f, Locks, 0, 0x10000000), "outside the executable code"),
@@ -56,7 +58,7 @@ public class SiteTablesMalformedTests
     {
         var tables = SiteTables.Read(ElfFile.Parse(File.ReadAllBytes(SiteSamples.PathOf("sites-pie"))));
 
-        Assert.Equal(3, tables.Alternatives.Count);
+        Assert.Equal(5, tables.Alternatives.Count);
         Assert.Equal(2, tables.LockPrefixes.Count);
     }
 

@@ -13,6 +13,8 @@ public class SiteTablesTests
         [CpuFeature.Popcnt] = (["mov"], ["popcnt"]),
         [CpuFeature.Sse2] = ([], ["lfence"]),
         [CpuFeature.Rdtscp] = (["xor", "xor"], ["rdtsc"]),
+        [CpuFeature.Avx2] = (["xor"], ["mov"]),
+        [CpuFeature.Avx512F] = (["xor"], ["mov", "add"]),
     };
 
     [Theory]
@@ -21,7 +23,7 @@ public class SiteTablesTests
     {
         var tables = SiteTables.Read(ElfFile.Load(SiteSamples.PathOf(sample)));
 
-        Assert.Equal(SiteSamples.CountUses("LP_ALTERNATIVE("), tables.Alternatives.Count);
+        Assert.Equal(SiteSamples.CountUses("LP_ALTERNATIVE(") + 2 * SiteSamples.CountUses("LP_ALTERNATIVE_2("), tables.Alternatives.Count);
         Assert.Equal(SiteSamples.CountUses("LP_LOCK_PREFIX"), tables.LockPrefixes.Count);
         Assert.Equal(Expected.Keys.Order(), tables.Alternatives.Select(s => s.Feature).Order());
     }
@@ -60,6 +62,25 @@ public class SiteTablesTests
         Assert.Equal(3, site.Length);
         Assert.All(SiteSamples.Covering(SiteSamples.Disassemble(path), site.Address, site.Length),
             i => Assert.True(i.IsNop, i.Text));
+    }
+
+    [Theory]
+    [MemberData(nameof(SiteSamples.All), MemberType = typeof(SiteSamples))]
+    public void A_two_choice_site_has_two_entries_of_one_length_padded_to_the_longer_replacement(string sample)
+    {
+        var path = SiteSamples.PathOf(sample);
+        var tables = SiteTables.Read(ElfFile.Load(path));
+
+        var first = tables.Alternatives.Single(s => s.Feature == CpuFeature.Avx2);
+        var second = tables.Alternatives.Single(s => s.Feature == CpuFeature.Avx512F);
+
+        Assert.Equal(first.Address, second.Address);
+        Assert.Equal(first.Length, second.Length);
+        Assert.Equal(tables.Alternatives.ToList().IndexOf(first) + 1, tables.Alternatives.ToList().IndexOf(second)); // in macro order
+        Assert.Equal((5, 8), (first.ReplacementLength, second.ReplacementLength)); // mov $1; mov $1 + add $1
+        Assert.Equal(second.ReplacementLength, second.Length); // the original (xor, 2 bytes) padded to the longer one
+        var code = SiteSamples.Covering(SiteSamples.Disassemble(path), first.Address, first.Length);
+        Assert.Equal(["xor"], code.Where(i => !i.IsNop).Select(i => i.Mnemonic));
     }
 
     [Theory]
