@@ -167,4 +167,187 @@
         lp_taken_;                                                                     \
     })
 
+/*
+ * Call sites (the kernel's paravirt sites): an indirect call through a member
+ * of an ops table (a struct of function pointers), recorded so that LivePatch
+ * can rewrite it, once the table is set, into the inline instructions of a
+ * known function, a direct "call rel32", NOPs (the function does nothing) or
+ * "ud2" (the slot is null) — LivePatch.Sites.CallSiteBackend decides.
+ *
+ * A site is LP_CALLSITE_LENGTH bytes: NOPs, then "call *SLOT(%rip)" (ff 15
+ * disp32) or, for a tail site, "jmp *SLOT(%rip)" (ff 25 disp32) as its LAST
+ * instruction, so that a call returns to the end of the site, whatever the
+ * site holds before or after it is rewritten.
+ *
+ * Registers are numbered as x86 encodes them (LivePatch.Sites.GeneralRegisters);
+ * a clobber mask has one bit per register a site lets the call change.
+ */
+#define LP_CALLSITE_LENGTH       16
+#define LP_CLOBBER_RAX           0x0001
+#define LP_CLOBBER_RCX           0x0002
+#define LP_CLOBBER_RDX           0x0004
+#define LP_CLOBBER_RBX           0x0008
+#define LP_CLOBBER_RBP           0x0020
+#define LP_CLOBBER_RSI           0x0040
+#define LP_CLOBBER_RDI           0x0080
+#define LP_CLOBBER_R8            0x0100
+#define LP_CLOBBER_R9            0x0200
+#define LP_CLOBBER_R10           0x0400
+#define LP_CLOBBER_R11           0x0800
+#define LP_CLOBBER_R12           0x1000
+#define LP_CLOBBER_R13           0x2000
+#define LP_CLOBBER_R14           0x4000
+#define LP_CLOBBER_R15           0x8000
+#define LP_CLOBBERS_NONE         0x0000
+/* rax rcx rdx rsi rdi r8-r11: what a C function may change (System V ABI). */
+#define LP_CLOBBERS_CALLER_SAVED 0x0fc7
+
+#ifndef __ASSEMBLER__
+
+/*
+ * LP_CALLSITE(ops, member, clobbers): the asm text of one call site calling
+ * ops.member, for an asm statement that also lists
+ * LP_CALLSITE_OPERANDS(ops, member) among its inputs. ops must be a variable
+ * of this module named by an identifier (file scope or global; in a shared
+ * object static or hidden), member a function-pointer member. clobbers is the
+ * mask of registers the statement lets the call change (a number or LP_CLOBBER_*
+ * constants joined by |; it is stringified for the assembler). The statement
+ * must itself keep the System V rules a call needs: LP_CALL0..LP_CALL4 do.
+ *
+ * Entry in ".lp.callsites" (16 bytes, 4-byte aligned): s32 site offset, s32 slot
+ * offset (&ops.member), s32 offset of the NUL-terminated name "ops.member" in
+ * ".lp.callsite_names", u16 clobbers, u8 type (member offset / 8), u8 site length.
+ */
+#define LP_CALLSITE(ops, member, clobbers)                                             \
+    "691:\n\t.nops " LP_STRINGIFY(LP_CALLSITE_LENGTH) " - 6\n\t"                        \
+    "call *" #ops "+%c[lp_offset](%%rip)\n"                                            \
+    "692:\n"                                                                           \
+    ".pushsection .lp.callsites, \"a\"\n"                                              \
+    "\t.balign 4\n"                                                                    \
+    "\t.long 691b - .\n"                                                               \
+    "\t.long " #ops "+%c[lp_offset] - .\n"                                             \
+    "\t.long 693f - .\n"                                                               \
+    "\t.word " LP_STRINGIFY(clobbers) "\n"                                             \
+    "\t.byte (%c[lp_offset]) >> 3\n"                                                   \
+    "\t.byte 692b - 691b\n"                                                            \
+    ".popsection\n"                                                                    \
+    ".pushsection .lp.callsite_names, \"a\"\n"                                         \
+    "693:\t.asciz \"" #ops "." #member "\"\n"                                          \
+    ".popsection\n"
+
+/* The inputs LP_CALLSITE refers to: the member's offset, and ops itself (so the compiler keeps it and its stores). */
+#define LP_CALLSITE_OPERANDS(ops, member)                                              \
+    [lp_offset] "i"(__builtin_offsetof(__typeof__(ops), member)), [lp_ops] "m"(ops)
+
+/*
+ * Around the site, outside its recorded bytes: step over the 128-byte red zone
+ * (the compiler may keep data below %rsp in a leaf function) and align %rsp to
+ * 16 for the call, keeping the old %rsp at 8(%rsp) to come back to.
+ */
+#define LP_CALL_ENTER_                                                                 \
+    "lea -128(%%rsp), %%rsp\n\tpush %%rsp\n\tpush (%%rsp)\n\tand $-16, %%rsp\n\t"
+#define LP_CALL_LEAVE_ "mov 8(%%rsp), %%rsp\n\tlea 128(%%rsp), %%rsp\n"
+
+/* Every vector register (and AVX-512 mask register) is caller-saved. */
+#define LP_CALL_XMM_CLOBBERS_                                                          \
+    "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",                    \
+    "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
+#ifdef __AVX512F__
+#define LP_CALL_VECTOR_CLOBBERS_ LP_CALL_XMM_CLOBBERS_,                                \
+    "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23",            \
+    "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31",            \
+    "k1", "k2", "k3", "k4", "k5", "k6", "k7"
+#else
+#define LP_CALL_VECTOR_CLOBBERS_ LP_CALL_XMM_CLOBBERS_
+#endif
+#define LP_CALL_CLOBBERS_ "r8", "r9", "r10", "r11", "memory", "cc", LP_CALL_VECTOR_CLOBBERS_
+
+/*
+ * LP_CALL0(ops, member) .. LP_CALL4(ops, member, a, b, c, d): expressions that
+ * call ops.member with up to four integer or pointer arguments through a
+ * recorded call site, and give its return value (rax) as unsigned long (cast
+ * it to the member's return type). Every caller-saved register is declared
+ * clobbered, so any C function may be in the slot. Needs GNU C.
+ *
+ *   unsigned long t = LP_CALL0(clock_ops, read);
+ *   long n = (long)LP_CALL2(io_ops, write, buffer, length);
+ */
+#define LP_CALL_(ops, member, outputs, clobbers)                                       \
+    __asm__ __volatile__(LP_CALL_ENTER_ LP_CALLSITE(ops, member, LP_CLOBBERS_CALLER_SAVED) LP_CALL_LEAVE_ \
+                         : outputs : LP_CALLSITE_OPERANDS(ops, member) : clobbers)
+#define LP_CALL0(ops, member)                                                          \
+    __extension__({                                                                    \
+        unsigned long lp_ret_;                                                         \
+        LP_CALL_(ops, member, "=a"(lp_ret_),                                           \
+                 LP_STRIP_("rcx", "rdx", "rsi", "rdi", LP_CALL_CLOBBERS_));            \
+        lp_ret_;                                                                       \
+    })
+#define LP_CALL1(ops, member, a)                                                       \
+    __extension__({                                                                    \
+        unsigned long lp_ret_, lp_a_ = (unsigned long)(a);                             \
+        LP_CALL_(ops, member, LP_STRIP_("=a"(lp_ret_), "+D"(lp_a_)),                   \
+                 LP_STRIP_("rcx", "rdx", "rsi", LP_CALL_CLOBBERS_));                   \
+        lp_ret_;                                                                       \
+    })
+#define LP_CALL2(ops, member, a, b)                                                    \
+    __extension__({                                                                    \
+        unsigned long lp_ret_, lp_a_ = (unsigned long)(a), lp_b_ = (unsigned long)(b); \
+        LP_CALL_(ops, member, LP_STRIP_("=a"(lp_ret_), "+D"(lp_a_), "+S"(lp_b_)),      \
+                 LP_STRIP_("rcx", "rdx", LP_CALL_CLOBBERS_));                          \
+        lp_ret_;                                                                       \
+    })
+#define LP_CALL3(ops, member, a, b, c)                                                 \
+    __extension__({                                                                    \
+        unsigned long lp_ret_, lp_a_ = (unsigned long)(a), lp_b_ = (unsigned long)(b); \
+        unsigned long lp_c_ = (unsigned long)(c);                                      \
+        LP_CALL_(ops, member, LP_STRIP_("=a"(lp_ret_), "+D"(lp_a_), "+S"(lp_b_), "+d"(lp_c_)), \
+                 LP_STRIP_("rcx", LP_CALL_CLOBBERS_));                                 \
+        lp_ret_;                                                                       \
+    })
+#define LP_CALL4(ops, member, a, b, c, d)                                              \
+    __extension__({                                                                    \
+        unsigned long lp_ret_, lp_a_ = (unsigned long)(a), lp_b_ = (unsigned long)(b); \
+        unsigned long lp_c_ = (unsigned long)(c), lp_d_ = (unsigned long)(d);          \
+        LP_CALL_(ops, member, LP_STRIP_("=a"(lp_ret_), "+D"(lp_a_), "+S"(lp_b_), "+d"(lp_c_), "+c"(lp_d_)), \
+                 LP_CALL_CLOBBERS_);                                                   \
+        lp_ret_;                                                                       \
+    })
+/* Passes a parenthesised list with commas through one macro argument. */
+#define LP_STRIP_(...) __VA_ARGS__
+
+/*
+ * LP_OP_CLOBBERS(function, mask); at file scope: declares that function (an
+ * assembly function of this module, say) changes only the registers in mask
+ * when called, so that a site declaring fewer clobbers than a C call may still
+ * call it directly. Functions not listed change every caller-saved register.
+ * Entry in ".lp.op_clobbers" (8 bytes, 4-byte aligned): s32 function offset,
+ * u16 mask, u16 zero.
+ */
+#define LP_OP_CLOBBERS(function, mask)                                                 \
+    __asm__(".pushsection .lp.op_clobbers, \"a\"\n\t.balign 4\n\t.long " #function " - .\n\t" \
+            ".word " LP_STRINGIFY(mask) "\n\t.word 0\n.popsection\n")
+
+#else /* __ASSEMBLER__: the same sites and table entries for .S files (preprocessed by gcc) */
+
+/*
+ * LP_CALLSITE_ASM(ops, member, offset, clobbers): "call *ops+offset(%rip)" as a
+ * recorded call site; LP_TAILSITE_ASM the same with "jmp", for a function that
+ * ends by jumping to ops.member. offset is the member's byte offset (a number);
+ * member only names the site ("ops.member"). The code around must keep the
+ * rules of a call itself (%rsp + 8 aligned to 16 at the call).
+ */
+#define LP_CALLSITE_ASM_(insn, ops, member, offset, clobbers)                          \
+    691: .nops LP_CALLSITE_LENGTH - 6; insn *ops+offset(%rip); 692:;                   \
+    .pushsection .lp.callsites, "a"; .balign 4; .long 691b - .; .long ops+offset - .;  \
+    .long 693f - .; .word clobbers; .byte (offset) >> 3; .byte 692b - 691b; .popsection; \
+    .pushsection .lp.callsite_names, "a"; 693: .ascii #ops; .ascii "."; .asciz #member; .popsection
+#define LP_CALLSITE_ASM(ops, member, offset, clobbers) LP_CALLSITE_ASM_(call, ops, member, offset, clobbers)
+#define LP_TAILSITE_ASM(ops, member, offset, clobbers) LP_CALLSITE_ASM_(jmp, ops, member, offset, clobbers)
+
+/* LP_OP_CLOBBERS(function, mask): as in C, for a function written in the .S file. */
+#define LP_OP_CLOBBERS(function, mask)                                                 \
+    .pushsection .lp.op_clobbers, "a"; .balign 4; .long function - .; .word mask; .word 0; .popsection
+
+#endif /* __ASSEMBLER__ */
+
 #endif /* LIVEPATCH_SITES_H */

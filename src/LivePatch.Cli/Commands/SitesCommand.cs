@@ -18,7 +18,7 @@ internal static class SitesCommand
     {
         var file = new Argument<string>("file-or-pid") { Description = "An executable or shared object built with livepatch/sites.h, or the PID of a running process (its modules are read as mapped)." };
         var json = new Option<bool>("--json") { Description = "Print the sites as JSON." };
-        var command = new Command("sites", $"List the build-time sites of a module or of every module of a running process (alternatives, lock prefixes, static keys): the original and replacement instructions, which one this CPU gets and why, and in a process their current state.\n{ExitCodes.Help}")
+        var command = new Command("sites", $"List the build-time sites of a module or of every module of a running process (alternatives, lock prefixes, static keys, call sites): the original and replacement instructions, which one this CPU (or the default call-site backend) gets and why, and in a process their current state.\n{ExitCodes.Help}")
         {
             file, json,
         };
@@ -39,16 +39,16 @@ internal static class SitesCommand
                 Console.WriteLine($"{argument} has no build-time sites");
                 return;
             }
-            var table = new Table().AddColumns("module", "kind", "address", "bytes", "original", "replacement", "chosen", "why", "now");
+            var table = new Table().AddColumns("module", "kind", "name", "address", "bytes", "original", "replacement", "chosen", "why", "now");
             foreach (var row in rows)
-                table.AddRow(Markup.Escape(row.Module), row.Kind, row.Address, row.Length.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Original),
+                table.AddRow(Markup.Escape(row.Module), row.Kind, Markup.Escape(row.Name ?? ""), row.Address, row.Length.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Original),
                     Markup.Escape(row.Replacement), row.Chosen, Markup.Escape(row.Reason), row.State ?? "");
             AnsiConsole.Write(table);
         }));
         return command;
     }
 
-    private sealed record Row(string Module, string Kind, string Address, int Length, string Original, string Replacement, string Chosen, string Reason, string? State);
+    private sealed record Row(string Module, string Kind, string? Name, string Address, int Length, string Original, string Replacement, string Chosen, string Reason, string? State);
 
     private static List<Row> FileRows(string path, CpuFeatures cpu)
     {
@@ -65,15 +65,17 @@ internal static class SitesCommand
         foreach (var module in target.Modules)
         {
             if (module.Elf.FindSection(SiteTables.AlternativesTable) is null && module.Elf.FindSection(SiteTables.LockPrefixTable) is null
-                && module.Elf.FindSection(SiteTables.StaticKeyTable) is null)
+                && module.Elf.FindSection(SiteTables.StaticKeyTable) is null && module.Elf.FindSection(SiteTables.CallSiteTable) is null)
                 continue;
-            foreach (var choice in SiteChooser.Choose(module.Elf, cpu))
+            // Call sites are decided from the functions their slots hold now.
+            foreach (var choice in SiteChooser.Choose(target, module, cpu))
             {
                 var now = target.ReadMemory(choice.Address + module.LoadBias, choice.Original.Length);
                 var state = choice.Kind switch
                 {
                     SiteKind.Alternative => now.AsSpan().SequenceEqual(choice.Original) ? "original" : "rewritten",
                     SiteKind.LockPrefix => now[0] == 0xf0 ? "lock" : "dropped",
+                    SiteKind.CallSite => now.AsSpan().SequenceEqual(choice.Original) ? "indirect" : now.AsSpan().SequenceEqual(choice.Replacement) ? "rewritten" : "other",
                     _ => now.AsSpan().SequenceEqual(SiteTables.StaticKeyNop) ? "off" : "on",
                 };
                 rows.Add(ToRow(module.Name, choice, module.LoadBias, state));
@@ -84,7 +86,8 @@ internal static class SitesCommand
 
     private static Row ToRow(string module, SiteChoice c, ulong bias, string? state) => new(
         module,
-        c.Kind switch { SiteKind.Alternative => "alternative", SiteKind.LockPrefix => "lock prefix", _ => "static key" },
+        c.Kind switch { SiteKind.Alternative => "alternative", SiteKind.LockPrefix => "lock prefix", SiteKind.CallSite => "callsite", _ => "static key" },
+        c.Name,
         $"0x{c.Address + bias:x}",
         c.Original.Length,
         Disassemble(c.Original, c.Address + bias),

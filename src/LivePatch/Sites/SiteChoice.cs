@@ -1,4 +1,5 @@
 using LivePatch.Elf;
+using LivePatch.Targets;
 using LivePatch.X86;
 
 namespace LivePatch.Sites;
@@ -12,6 +13,8 @@ public enum SiteKind
     LockPrefix,
     /// <summary>An <c>LP_STATIC_BRANCH</c>: a 5-byte NOP, or a jump to the on path while its key is on.</summary>
     StaticKey,
+    /// <summary>An <c>LP_CALLSITE</c>: an indirect call through an ops table, or what a <see cref="CallSiteBackend"/> makes of it.</summary>
+    CallSite,
 }
 
 /// <summary>A site of a module with the bytes it holds, the bytes it would get, and why.</summary>
@@ -23,7 +26,8 @@ public enum SiteKind
 /// <param name="UseReplacement">True when this CPU or situation calls for the replacement.</param>
 /// <param name="Reason">Why, in a few words (<c>cpu has popcnt</c>).</param>
 /// <param name="ReplacementAddress">Where the replacement was assembled (its RIP-relative operands and branches are relative to it), or the site's own address.</param>
-public sealed record SiteChoice(SiteKind Kind, ulong Address, byte[] Original, byte[] Replacement, bool UseReplacement, string Reason, ulong ReplacementAddress);
+/// <param name="Name">The site's name where it has one: a call site's <c>ops.member</c>, a static key's key.</param>
+public sealed record SiteChoice(SiteKind Kind, ulong Address, byte[] Original, byte[] Replacement, bool UseReplacement, string Reason, ulong ReplacementAddress, string? Name = null);
 
 /// <summary>Decides, for every site of a module, what its code should be on this CPU.</summary>
 public static class SiteChooser
@@ -31,7 +35,8 @@ public static class SiteChooser
     /// <summary>
     /// The choice for every site of <paramref name="file"/>: alternatives by <paramref name="cpu"/> (one choice per
     /// site: of several entries for one site, the last whose feature the CPU has); lock prefixes kept (the
-    /// multi-threaded choice; dropping them needs a running process known to have one thread).
+    /// multi-threaded choice; dropping them needs a running process known to have one thread); call sites by
+    /// <see cref="CallSiteBackend.Default"/> from the slots as the file initialises them.
     /// </summary>
     /// <exception cref="SiteTableException">A table is malformed.</exception>
     public static IReadOnlyList<SiteChoice> Choose(ElfFile file, CpuFeatures cpu)
@@ -39,6 +44,29 @@ public static class SiteChooser
         ArgumentNullException.ThrowIfNull(file);
         ArgumentNullException.ThrowIfNull(cpu);
         var tables = SiteTables.Read(file);
+        return [.. FileSiteChoices(file, tables, cpu)
+            .Concat(tables.CallSites.Count == 0 ? [] : CallSiteChoices(CallSitePlanner.Decide(new FileCallSiteView(file, tables), tables.CallSites, CallSiteBackend.Default)))
+            .OrderBy(c => c.Address)];
+    }
+
+    /// <summary>The choice for every site of <paramref name="module"/> in a running process, call sites decided from the slots it holds now.</summary>
+    /// <exception cref="SiteTableException">A table is malformed.</exception>
+    internal static IReadOnlyList<SiteChoice> Choose(TargetProcess target, TargetModule module, CpuFeatures cpu, CallSiteBackend? backend = null)
+    {
+        var tables = SiteTables.Read(module.Elf);
+        return [.. FileSiteChoices(module.Elf, tables, cpu)
+            .Concat(CallSiteChoices(CallSitePlanner.Decide(new ProcessCallSiteView(target, module), tables.CallSites, backend ?? CallSiteBackend.Default))
+                .Select(c => c with { Address = c.Address - module.LoadBias, ReplacementAddress = c.ReplacementAddress - module.LoadBias }))
+            .OrderBy(c => c.Address)];
+    }
+
+    /// <summary>Call-site decisions as choices (addresses as the decisions give them).</summary>
+    internal static IEnumerable<SiteChoice> CallSiteChoices(IEnumerable<CallSiteDecision> decisions) => decisions.Select(d =>
+        new SiteChoice(SiteKind.CallSite, d.Address, d.Original, d.Chosen, d.Changes, d.Reason, d.Address, d.Site.Name));
+
+    // Alternatives, lock prefixes and static keys: what the file alone decides.
+    private static List<SiteChoice> FileSiteChoices(ElfFile file, SiteTables tables, CpuFeatures cpu)
+    {
         var replacements = file.FindSection(SiteTables.ReplacementSection);
         var choices = new List<SiteChoice>();
         foreach (var entries in tables.Alternatives.GroupBy(s => s.Address).Select(g => g.ToList()))
@@ -63,9 +91,9 @@ public static class SiteChooser
             var jump = new PatchBuffer(site.Address, Branch.Rel32Length);
             jump.WriteJump(site.Target);
             choices.Add(new SiteChoice(SiteKind.StaticKey, site.Address, ReadCode(file, site.Address, Branch.Rel32Length), jump.Bytes.ToArray(), false,
-                $"key '{site.Key}' is off until switched on (livepatch key PID {site.Key} on)", site.Address));
+                $"key '{site.Key}' is off until switched on (livepatch key PID {site.Key} on)", site.Address, site.Key));
         }
-        return [.. choices.OrderBy(c => c.Address)];
+        return choices;
     }
 
     // The whole instruction the lock prefix belongs to, so that it reads as "lock incl (%rdi)".

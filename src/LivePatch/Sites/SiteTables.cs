@@ -29,7 +29,7 @@ public readonly record struct StaticKeySite(ulong Address, ulong Target, string 
 /// The build-time site tables of a linked module, written by the macros of <c>native/include/livepatch/sites.h</c>;
 /// docs/sites.md gives their formats byte by byte.
 /// </summary>
-public sealed class SiteTables
+public sealed partial class SiteTables
 {
     /// <summary>Section of <c>LP_ALTERNATIVE</c> entries.</summary>
     public const string AlternativesTable = ".lp.altinstructions";
@@ -87,9 +87,11 @@ public sealed class SiteTables
         var alternatives = file.FindSection(AlternativesTable);
         var locks = file.FindSection(LockPrefixTable);
         var keys = file.FindSection(StaticKeyTable);
-        if (file.Type == ElfType.Relocatable && (alternatives is not null || locks is not null || keys is not null))
+        var calls = file.FindSection(CallSiteTable);
+        var clobbers = file.FindSection(OpClobbersTable);
+        if (file.Type == ElfType.Relocatable && (alternatives is not null || locks is not null || keys is not null || calls is not null || clobbers is not null))
         {
-            throw new SiteTableException(alternatives?.Name ?? locks?.Name ?? StaticKeyTable, null,
+            throw new SiteTableException(alternatives?.Name ?? locks?.Name ?? keys?.Name ?? calls?.Name ?? OpClobbersTable, null,
                 "relocatable objects are not supported yet; link the module first");
         }
 
@@ -97,7 +99,11 @@ public sealed class SiteTables
         return new SiteTables(
             alternatives is null ? [] : ReadAlternatives(file, alternatives, module),
             locks is null ? [] : ReadLockPrefixes(file, locks, module),
-            keys is null ? [] : ReadStaticKeys(file, keys, module));
+            keys is null ? [] : ReadStaticKeys(file, keys, module))
+        {
+            CallSites = calls is null ? [] : ReadCallSites(file, calls, module),
+            OpClobbers = clobbers is null ? [] : ReadOpClobbers(file, clobbers, module),
+        };
     }
 
     private static List<AlternativeSite> ReadAlternatives(ElfFile file, ElfSection table, ModuleImage module)

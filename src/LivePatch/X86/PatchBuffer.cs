@@ -102,6 +102,15 @@ public sealed class PatchBuffer
         Write(CollectionsMarshal.AsSpan(writer.Bytes));
     }
 
+    /// <summary>Appends <paramref name="count"/> bytes of the fewest NOPs (code that must end at the end of the site, such as a call, goes after them).</summary>
+    /// <exception cref="PatchTooLongException">They do not fit in what is left of the site.</exception>
+    public void WriteNops(int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        Nops.Fill(Reserve(count));
+        Length += count;
+    }
+
     /// <summary>Pads the rest of the site with the fewest NOPs; afterwards the buffer is complete.</summary>
     public void Fill()
     {

@@ -12,9 +12,12 @@ public class SiteTablesMalformedTests
 {
     private const string Alt = SiteTables.AlternativesTable;
     private const string Locks = SiteTables.LockPrefixTable;
+    private const string Calls = SiteTables.CallSiteTable;
+    private const string OpClobbers = SiteTables.OpClobbersTable;
+    private const string CallSamples = "callsites-pie";
 
-    /// <summary>A corruption: table, entry index (null: the whole table), what it does to the bytes, and a message fragment.</summary>
-    private sealed record Lie(string Table, int? Index, Action<byte[], ElfFile> Corrupt, string Message);
+    /// <summary>A corruption: table, entry index (null: the whole table), what it does to the bytes, a message fragment, and the sample it corrupts.</summary>
+    private sealed record Lie(string Table, int? Index, Action<byte[], ElfFile> Corrupt, string Message, string Sample = "sites-pie");
 
     private static readonly Dictionary<string, Lie> Lies = new()
     {
@@ -33,6 +36,24 @@ public class SiteTablesMalformedTests
         ["lock site one byte after the prefix"] = new(Locks, 1, (b, f) => Add32(b, f, Locks, 4, 1), "not the lock prefix 0xf0"),
         ["lock site outside the code"] = new(Locks, 0, (b, f) => Add32(b, f, Locks, 0, 0x10000000), "outside the executable code"),
         ["lock table size not a multiple of 4"] = new(Locks, null, (b, f) => AddToSectionSize(b, f, Locks, -2), "not a multiple of the 4-byte entry size"),
+        // Call sites: entries 0-2 come from callsites_asm.S (lean_call, seven_call, twice_tail), linked first.
+        ["call site outside the code"] = new(Calls, 0, (b, f) => Add32(b, f, Calls, 0, 0x10000000), "outside the executable code", CallSamples),
+        ["call site shorter than the indirect call"] = new(Calls, 1, (b, f) => b[At(f, Calls, 16 + 15)] = 5, "shorter than the 6-byte indirect call", CallSamples),
+        ["call site longer than the patch limit"] = new(Calls, 1, (b, f) => b[At(f, Calls, 16 + 15)] = 255, "254-byte patch limit", CallSamples),
+        ["call site cut inside its call"] = new(Calls, 2, (b, f) => b[At(f, Calls, 32 + 15)]--, "holds bytes that are not whole instructions", CallSamples),
+        ["call site with an instruction before its call"] = new(Calls, 0, (b, f) => { Add32(b, f, Calls, 0, -2); b[At(f, Calls, 15)] += 2; },
+            "holds 'push %r11'", CallSamples),
+        ["call site calling through another slot"] = new(Calls, 2, (b, f) => Add32(b, f, Calls, 32 + 4, 8), "not its recorded slot", CallSamples),
+        ["slot in the code"] = new(Calls, 1, (b, f) => Set32(b, f, Calls, 16 + 4, Get32(b, f, Calls, 16) - 4), "outside the module's data", CallSamples),
+        ["call site name outside its section"] = new(Calls, 3, (b, f) => Add32(b, f, Calls, 48 + 8, 0x100000), $"outside {SiteTables.CallSiteNames}", CallSamples),
+        ["empty call site name"] = new(Calls, 0, (b, f) => Add32(b, f, Calls, 8, "platform.lean".Length), "the site's name is empty", CallSamples),
+        ["rsp in a site's clobbers"] = new(Calls, 1, (b, f) => b[At(f, Calls, 16 + 12)] |= 0x10, "declares rsp clobbered", CallSamples),
+        ["two call sites at one place"] = new(Calls, 1, (b, f) => { Set32(b, f, Calls, 16, Get32(b, f, Calls, 0) - 16); Set32(b, f, Calls, 16 + 4, Get32(b, f, Calls, 4) - 16); },
+            "overlaps the site", CallSamples),
+        ["call-site table size not a multiple of 16"] = new(Calls, null, (b, f) => AddToSectionSize(b, f, Calls, -4), "not a multiple of the 16-byte entry size", CallSamples),
+        ["op function outside the code"] = new(OpClobbers, 0, (b, f) => Add32(b, f, OpClobbers, 0, 0x10000000), "outside the executable code", CallSamples),
+        ["rsp in an op's clobbers"] = new(OpClobbers, 0, (b, f) => b[At(f, OpClobbers, 4)] |= 0x10, "declared to clobber rsp", CallSamples),
+        ["op clobbers reserved field set"] = new(OpClobbers, 0, (b, f) => b[At(f, OpClobbers, 6)] = 1, "reserved field is 0x0001, not 0", CallSamples),
     };
 
     public static TheoryData<string> Names => [.. Lies.Keys];
@@ -42,7 +63,7 @@ public class SiteTablesMalformedTests
     public void Corrupt_table_is_refused_naming_table_and_entry(string name)
     {
         var lie = Lies[name];
-        var bytes = File.ReadAllBytes(SiteSamples.PathOf("sites-pie"));
+        var bytes = File.ReadAllBytes(lie.Sample.StartsWith("callsites", StringComparison.Ordinal) ? CallSiteSamples.PathOf(lie.Sample) : SiteSamples.PathOf(lie.Sample));
         lie.Corrupt(bytes, ElfFile.Parse((byte[])bytes.Clone()));
 
         var error = Assert.Throws<SiteTableException>(() => SiteTables.Read(ElfFile.Parse(bytes)));
