@@ -12,6 +12,7 @@ var root = new RootCommand("""
     DemoCommand.Create(),
     SitesCommand.Create(),
     LiveCommands.Key(),
+    LiveCommands.CallSites(),
     CpuCommand.Create(),
 };
 return root.Parse(args).Invoke();

@@ -69,6 +69,40 @@ internal static class LiveCommands
         return command;
     }
 
+    public static Command CallSites()
+    {
+        var pid = PidArgument();
+        var module = new Option<string?>("--module") { Description = "The module whose call sites to rewrite (default: the main program)." };
+        var restore = new Option<bool>("--restore") { Description = "Put the indirect call back in every call site instead." };
+        var backend = new Option<string>("--backend")
+        {
+            Description = "native: built-in patchlets where the slot holds their function, else direct; direct: direct calls, NOPs, ud2 only.",
+            DefaultValueFactory = _ => "native",
+        };
+        backend.AcceptOnlyFromAmong("native", "direct");
+        var timeout = TimeoutOption();
+        var command = new Command("callsites", $"Rewrite the LP_CALLSITE sites of a running process from the functions their ops slots hold now (inline patchlet, direct call, NOPs, ud2), all in one stop; or restore their indirect calls.\n{ExitCodes.Help}")
+        {
+            pid, module, restore, backend, timeout,
+        };
+        command.SetAction(parse => Run(cancellation =>
+        {
+            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), cancellation));
+            var restoring = parse.GetValue(restore);
+            var report = restoring
+                ? patcher.RestoreCallSites(parse.GetValue(module))
+                : patcher.ApplyCallSites(parse.GetValue(backend) == "direct" ? Sites.CallSiteBackend.Direct : Sites.CallSiteBackend.Default, parse.GetValue(module));
+            var what = restoring ? "indirect calls restored" : $"{report.Changed} of {report.Sites} rewritten";
+            Console.WriteLine(report.Written == 0
+                ? $"call sites of {report.Module} in {patcher.Pid}: {what} already ({report.Sites} sites)"
+                : $"call sites of {report.Module} in {patcher.Pid}: {what}, {report.Written} written; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
+            if (!restoring)
+                foreach (var choice in report.Choices)
+                    Console.WriteLine($"  {choice.Name}: {choice.Reason}");
+        }));
+        return command;
+    }
+
     public static Command List()
     {
         var pid = PidArgument();

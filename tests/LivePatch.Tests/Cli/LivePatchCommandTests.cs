@@ -229,9 +229,60 @@ public class LivePatchCommandTests
     }
 
     [Fact]
+    public void Callsites_rewrites_a_running_process_and_restores_it_from_separate_runs()
+    {
+        using var target = RunningTarget.Start(LivePatch.Tests.Sites.CallSiteSamples.Source, LivePatch.Tests.Sites.CallSiteSamples.TargetFlags());
+        static List<(string Name, string State)> CallSiteRows(Result result)
+        {
+            Assert.Equal(0, result.ExitCode);
+            using var json = JsonDocument.Parse(result.Output);
+            return [.. json.RootElement.EnumerateArray().Where(r => r.GetProperty("kind").GetString() == "callsite")
+                .Select(r => (r.GetProperty("name").GetString()!, r.GetProperty("state").GetString()!))];
+        }
+
+        var applied = Livepatch("callsites", Pid(target), "--timeout", "2000");
+        var rows = CallSiteRows(Livepatch("sites", Pid(target), "--json"));
+        var again = Livepatch("callsites", Pid(target));
+        var direct = Livepatch("callsites", Pid(target), "--backend", "direct");
+        var restored = Livepatch("callsites", Pid(target), "--restore", "--timeout", "2000");
+
+        Assert.Equal(0, applied.ExitCode);
+        Assert.Matches(@"^call sites of callsites_target-\w+ in \d+: 7 of 9 rewritten, 7 written; 3 threads stopped, pause \d+ µs", applied.Output);
+        Assert.Contains("  platform.rdtsc: slot holds native_rdtsc: native patchlet lp_native_rdtsc\n", applied.Output, StringComparison.Ordinal);
+        Assert.Contains("  platform.pid: slot holds getpid at 0x", applied.Output, StringComparison.Ordinal);
+        Assert.Equal(9, rows.Count);
+        Assert.Equal(["platform.lean", "platform.pid"], rows.Where(r => r.State == "indirect").Select(r => r.Name).Order().ToArray());
+        Assert.Equal(7, rows.Count(r => r.State == "rewritten"));
+        Assert.Contains("7 of 9 rewritten already (9 sites)", again.Output, StringComparison.Ordinal);
+        Assert.Equal(4, direct.ExitCode);
+        Assert.Contains("livepatch callsites PID --restore", direct.Error, StringComparison.Ordinal);
+        Assert.Equal(0, restored.ExitCode);
+        Assert.Contains("indirect calls restored, 7 written", restored.Output, StringComparison.Ordinal);
+        Assert.All(CallSiteRows(Livepatch("sites", Pid(target), "--json")), r => Assert.Equal("indirect", r.State));
+        target.AssertValueBecomes("identity", 42);
+    }
+
+    [Fact]
+    public void Sites_lists_the_call_sites_of_a_file_with_the_default_backends_choice()
+    {
+        var result = Livepatch("sites", LivePatch.Tests.Sites.CallSiteSamples.PathOf("callsites-pie"), "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        using var json = JsonDocument.Parse(result.Output);
+        var rows = json.RootElement.EnumerateArray().Where(r => r.GetProperty("kind").GetString() == "callsite")
+            .ToDictionary(r => r.GetProperty("name").GetString()!);
+        Assert.Equal(9, rows.Count);
+        Assert.Equal("rdtsc; shl $0x20, %rdx; or %rdx, %rax", rows["platform.rdtsc"].GetProperty("replacement").GetString());
+        Assert.Equal("slot holds native_rdtsc: native patchlet lp_native_rdtsc", rows["platform.rdtsc"].GetProperty("reason").GetString());
+        Assert.Equal("ud2", rows["platform.missing"].GetProperty("replacement").GetString());
+        Assert.StartsWith("call", rows["platform.add"].GetProperty("original").GetString(), StringComparison.Ordinal);
+        Assert.Equal("original", rows["platform.pid"].GetProperty("chosen").GetString());
+    }
+
+    [Fact]
     public void Every_command_documents_its_exit_codes()
     {
-        foreach (var command in new[] { "apply", "revert", "list", "demo", "sites", "key" })
+        foreach (var command in new[] { "apply", "revert", "list", "demo", "sites", "key", "callsites" })
             Assert.Contains("Exit codes: 0 success", Livepatch(command, "--help").Output, StringComparison.Ordinal);
     }
 
