@@ -11,6 +11,7 @@ var root = new RootCommand("""
     LiveCommands.List(),
     DemoCommand.Create(),
     SitesCommand.Create(),
+    RunCommand.Create(),
     LiveCommands.Key(),
     LiveCommands.CallSites(),
     CpuCommand.Create(),

@@ -19,6 +19,8 @@ public enum LivePatchRefusal
     StateUnreadable,
     /// <summary>The module has no static-key site of that name.</summary>
     UnknownStaticKey,
+    /// <summary>Lock prefixes cannot be dropped: more than one thread may run at once (several threads on several CPUs).</summary>
+    ThreadsOnSeveralCpus,
 }
 
 /// <summary>LivePatch refused an action; the message names the payload, the function or the process, and why. The target was not changed.</summary>

@@ -31,6 +31,7 @@ public sealed partial class LivePatcher : IDisposable
     private readonly TargetProcess _target;
     private readonly PtraceSession _session;
     private readonly LivePatchOptions _options;
+    private int _disposed;
 
     private LivePatcher(TargetProcess target, PtraceSession session, LivePatchOptions options)
     {
@@ -254,13 +255,19 @@ public sealed partial class LivePatcher : IDisposable
     /// <summary>Detaches from every thread of the target.</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
         try
         {
+            _endWatch.Cancel();
+            if (_watchingLocks)
+                RestoreLocksBeforeDetach();
             _session.Dispose();
         }
         finally
         {
             _target.Dispose();
+            _endWatch.Dispose();
         }
     }
 

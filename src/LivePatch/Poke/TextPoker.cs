@@ -76,7 +76,17 @@ internal static class TextPoker
         return ranges;
     }
 
-    public static StopReport Poke(PtraceSession session, TargetProcess target, IReadOnlyList<PokeSite> sites, TimeSpan timeout, CancellationToken cancellation = default)
+    /// <summary>Writes every site in one stop of every thread (see the overload with a check inside the stop).</summary>
+    public static StopReport Poke(PtraceSession session, TargetProcess target, IReadOnlyList<PokeSite> sites, TimeSpan timeout, CancellationToken cancellation = default) =>
+        Poke(session, target, sites, timeout, null, cancellation);
+
+    /// <summary>
+    /// Writes every site in one stop of every thread: each expected bytes checked, written, read back, all rolled
+    /// back inside the stop on failure. <paramref name="beforeWrite"/> runs first inside the stop, with the threads
+    /// held; it may refuse by throwing (nothing is written).
+    /// </summary>
+    public static StopReport Poke(PtraceSession session, TargetProcess target, IReadOnlyList<PokeSite> sites, TimeSpan timeout,
+        Action<IReadOnlyList<StoppedThread>>? beforeWrite, CancellationToken cancellation)
     {
         foreach (var site in sites)
             if (site.Expected.Length != site.Replacement.Length || site.GuardLength < site.Replacement.Length)
@@ -87,6 +97,7 @@ internal static class TextPoker
         var obstacle = "";
         return StopTheWorld.Run(session, timeout, threads =>
         {
+            beforeWrite?.Invoke(threads);
             var moves = new List<(int Tid, ulong Rip)>();
             foreach (var thread in threads)
                 foreach (var site in sites)

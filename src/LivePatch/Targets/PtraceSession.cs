@@ -11,7 +11,7 @@ namespace LivePatch.Targets;
 /// on every path. The main thread is seized first: the kernel allows one tracer, so a second livepatch (or
 /// a debugger) finds the process busy for the whole session.
 /// </summary>
-internal sealed class PtraceSession : IDisposable
+internal sealed partial class PtraceSession : IDisposable
 {
     private sealed class TracedThread(int tid)
     {
@@ -26,6 +26,15 @@ internal sealed class PtraceSession : IDisposable
 
     private readonly Dictionary<int, TracedThread> _threads = [];
     private readonly TracerThread _tracer;
+
+    // Processes forked while we traced fork events: auto-attached to us, to be detached (see ReleaseForkedChild).
+    private readonly List<int> _forkedChildren = [];
+
+    // PTRACE_O_* options every thread has, new ones included (0 unless watching for new tasks or launching).
+    private int _options;
+
+    // While held, ResumeAll leaves every thread stopped: a launched program waits at its entry point.
+    private bool _held;
     private ulong? _syscallInstruction;
     private bool _disposed;
 
@@ -92,10 +101,15 @@ internal sealed class PtraceSession : IDisposable
         return StoppedThreads;
     }
 
-    /// <summary>Resumes every stopped thread, delivering any signal that arrived while it was held. Must run on the tracer thread.</summary>
+    /// <summary>
+    /// Resumes every stopped thread, delivering any signal that arrived while it was held; does nothing while the
+    /// session holds the process (<see cref="IsHeld"/>). Must run on the tracer thread.
+    /// </summary>
     public void ResumeAll()
     {
         RequireTracer();
+        if (_held)
+            return;
         foreach (var thread in _threads.Values.Where(t => t.Stopped).ToList())
             Resume(thread);
     }
@@ -194,6 +208,9 @@ internal sealed class PtraceSession : IDisposable
 
     private void DetachAll()
     {
+        _held = false;
+        foreach (var child in _forkedChildren.ToList())
+            ReleaseForkedChild(child);
         var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
         foreach (var thread in _threads.Values.Where(t => !t.Stopped).ToList())
             Interrupt(thread);
@@ -215,12 +232,19 @@ internal sealed class PtraceSession : IDisposable
 
     private void Seize(int tid, bool isFirst)
     {
-        if (Libc.Ptrace(Libc.PtraceSeize, tid, 0, 0) >= 0)
+        if (Libc.Ptrace(Libc.PtraceSeize, tid, 0, _options) >= 0)
         {
             _threads[tid] = new TracedThread(tid);
             return;
         }
         var errno = Marshal.GetLastPInvokeError();
+        if (errno == Libc.Eperm && !isFirst && TracerOf(tid) is { } ours && StatusField(ours, ours, "Tgid:") == Environment.ProcessId)
+        {
+            // Created by a traced clone: the kernel attached it to us and it starts in a stop, which counts as
+            // the stop an interrupt would cause (a second interrupt would leave a trap armed for after resume).
+            _threads[tid] = new TracedThread(tid) { InterruptInFlight = true };
+            return;
+        }
         if (errno == Libc.Esrch && !isFirst)
             return; // the thread exited between the scan and the seize
         if (errno == Libc.Esrch)
@@ -359,6 +383,8 @@ internal sealed class PtraceSession : IDisposable
             thread.Stopped = true;
             if (ptraceEvent == Libc.PtraceEventStop)
                 thread.InterruptInFlight = false;
+            else if (ptraceEvent is Libc.PtraceEventClone or Libc.PtraceEventFork or Libc.PtraceEventVfork)
+                TrackNewTask(thread.Tid, ptraceEvent);
             // A signal-delivery stop: the signal is the program's, to be delivered when we let it go.
             // Event stops (our interrupt, a group stop) and the trap of our own single step carry nothing.
             if (ptraceEvent == 0 && signal != Libc.Sigtrap)

@@ -118,7 +118,11 @@ public class LivePatchCommandTests
                 error.AppendLine(e.Data);
         };
         livepatch.BeginErrorReadLine();
-        Thread.Sleep(800);
+        // Into its retries: attached (a loaded machine may take a while to start livepatch), then some more.
+        var attached = Stopwatch.StartNew();
+        while (RunningTarget.TracerProcess(spinning.Pid) == 0 && attached.Elapsed < TimeSpan.FromSeconds(8))
+            Thread.Sleep(10);
+        Thread.Sleep(500);
         Assert.False(livepatch.HasExited, "apply is still retrying");
 
         ExternalTool.Run("kill", "-TERM", livepatch.Id.ToString(CultureInfo.InvariantCulture));

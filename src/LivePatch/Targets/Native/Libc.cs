@@ -12,7 +12,19 @@ internal static partial class Libc
     public const int PtraceDetach = 17;
     public const int PtraceSeize = 0x4206;
     public const int PtraceInterrupt = 0x4207;
+    public const int PtraceSetOptions = 0x4200;
+    public const int PtraceGetEventMsg = 0x4201;
+    public const int PtraceListen = 0x4208;
 
+    public const int PtraceOptionTraceFork = 0x2;
+    public const int PtraceOptionTraceVfork = 0x4;
+    public const int PtraceOptionTraceClone = 0x8;
+    public const int PtraceOptionTraceExec = 0x10;
+
+    public const int PtraceEventFork = 1;
+    public const int PtraceEventVfork = 2;
+    public const int PtraceEventClone = 3;
+    public const int PtraceEventExec = 4;
     public const int PtraceEventStop = 128;
 
     public const int WNoHang = 1;
@@ -20,6 +32,11 @@ internal static partial class Libc
 
     public const int Sigtrap = 5;
     public const int Sigstop = 19;
+    public const int Sigcont = 18;
+    public const int Sigkill = 9;
+    public const int Sigtstp = 20;
+    public const int Sigttin = 21;
+    public const int Sigttou = 22;
 
     public const int Esrch = 3;
     public const int Eperm = 1;
@@ -44,6 +61,11 @@ internal static partial class Libc
     public static partial long Syscall3(long number, long a, long b, long c);
 
     public const long SysTgkill = 234;
+    public const long SysKcmp = 312;
+    public const int KcmpVm = 1;
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    public static partial int Kill(int pid, int signal);
 
     public static string ErrorText(int errno) => Marshal.GetPInvokeErrorMessage(errno);
 }

@@ -1,0 +1,111 @@
+using System.CommandLine;
+using LivePatch.Live;
+using LivePatch.Sites;
+
+namespace LivePatch.Cli.Commands;
+
+/// <summary>
+/// <c>livepatch run [--alternatives] [--payload FILE.o ...] -- PROGRAM ARGS</c>: the boot path. Starts the program,
+/// holds it at its entry point (libraries mapped, none of its code run), applies its sites and the payloads, lets it
+/// run and exits with its status.
+/// </summary>
+internal static class RunCommand
+{
+    public static Command Create()
+    {
+        var program = new Argument<string[]>("program") { Description = "The program and its arguments (after --).", Arity = ArgumentArity.OneOrMore };
+        var alternatives = new Option<bool>("--alternatives")
+        {
+            Description = "Apply every module's build-time sites for this CPU and situation: alternatives, call sites (native patchlets or direct calls), and lock prefixes dropped while only one thread can run.",
+        };
+        var payloads = new Option<FileInfo[]>("--payload") { Description = "A payload object to apply before the program runs; repeat for several, applied in order.", AllowMultipleArgumentsPerToken = false };
+        var quiet = new Option<bool>("--quiet", "-q") { Description = "Print nothing but errors." };
+        var command = new Command("run", $"""
+            Start a program, stop it at its entry point once the dynamic loader has mapped its libraries, apply sites and payloads, then let it run.
+            livepatch exits with the program's status once it ends (its exit code, or 128 + the signal that killed it); before the program runs, with its own codes, and the program is ended without having run.
+            {ExitCodes.Help}
+            """)
+        {
+            program, alternatives, payloads, quiet,
+        };
+        command.SetAction(parse =>
+        {
+            var words = parse.GetValue(program)!;
+            var say = parse.GetValue(quiet) ? (Action<string>)(_ => { }) : line => Console.Error.WriteLine($"livepatch: {line}");
+            using var interruption = new Interruption();
+            LaunchedProgram launched;
+            try
+            {
+                launched = LivePatcher.Launch(words[0], words[1..], new LivePatchOptions { Timeout = TimeSpan.FromSeconds(1), Cancellation = interruption.Token });
+            }
+            catch (Exception error)
+            {
+                return Failure.Report(error);
+            }
+            using (launched)
+            {
+                try
+                {
+                    if (parse.GetValue(alternatives))
+                        ApplySites(launched.Patcher, say);
+                    foreach (var payload in parse.GetValue(payloads) ?? [])
+                    {
+                        var report = launched.Patcher.Apply(payload.FullName);
+                        say($"applied {report.Payload}: {string.Join(", ", report.Functions.Select(f => $"{f.Name} -> {f.NewSymbol}"))}");
+                    }
+                    interruption.Token.ThrowIfCancellationRequested();
+                }
+                catch (OperationCanceledException) when (interruption.Requested)
+                {
+                    Console.Error.WriteLine($"livepatch: interrupted before {words[0]} ran; it was ended");
+                    return ExitCodes.Interrupted;
+                }
+                catch (Exception error)
+                {
+                    var code = Failure.Report(error);
+                    Console.Error.WriteLine($"livepatch: {words[0]} was ended before it ran");
+                    return code;
+                }
+
+                launched.Start();
+                // Ctrl-C reaches the program too (same process group): stop watching, keep waiting for it to end.
+                using var stopWatching = interruption.Token.Register(() => _ = launched.StopWatchingAsync());
+                var status = launched.WaitForExitAsync().GetAwaiter().GetResult();
+                try
+                {
+                    if (launched.LockWatch.GetAwaiter().GetResult() is { } watched)
+                        say(watched.Reason);
+                }
+                catch (Exception error) when (error is Targets.TargetException or LivePatchException or Poke.TextPokeException)
+                {
+                    say($"lock-prefix watch ended: {error.Message}");
+                }
+                return status;
+            }
+        });
+        return command;
+    }
+
+    private static void ApplySites(LivePatcher patcher, Action<string> say)
+    {
+        foreach (var module in patcher.ModulesWithSites())
+        {
+            var alternatives = patcher.ApplyAlternatives(module);
+            if (alternatives.Chosen > 0)
+                say($"{module}: {alternatives.Written} of {alternatives.Chosen} chosen alternatives rewritten");
+            var calls = patcher.ApplyCallSites(CallSiteBackend.Default, module);
+            if (calls.Sites > 0)
+                say($"{module}: {calls.Changed} of {calls.Sites} call sites rewritten");
+        }
+        try
+        {
+            var locks = patcher.DropLockPrefixes();
+            if (locks.Sites > 0)
+                say($"{locks.Sites} lock prefixes dropped: {locks.Reason}");
+        }
+        catch (LivePatchException error) when (error.Refusal == LivePatchRefusal.ThreadsOnSeveralCpus)
+        {
+            say(error.Message);
+        }
+    }
+}
