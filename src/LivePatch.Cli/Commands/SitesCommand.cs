@@ -10,7 +10,7 @@ using Spectre.Console;
 namespace LivePatch.Cli.Commands;
 
 /// <summary><c>livepatch sites FILE</c>: every build-time site of a module, disassembled, and what this CPU would get.</summary>
-internal static class SitesCommand
+internal static partial class SitesCommand
 {
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
 
@@ -18,13 +18,31 @@ internal static class SitesCommand
     {
         var file = new Argument<string>("file-or-pid") { Description = "An executable or shared object built with livepatch/sites.h, or the PID of a running process (its modules are read as mapped)." };
         var json = new Option<bool>("--json") { Description = "Print the sites as JSON." };
+        var up = new Option<bool>("--up")
+        {
+            Description = "For a PID: drop every lock prefix (uniprocessor code) when only one thread can run: one CPU online, every thread bound to one CPU, or a single thread — then livepatch stays attached and puts them back before the process's next thread runs (Ctrl-C puts them back and exits).",
+        };
+        var smp = new Option<bool>("--smp") { Description = "For a PID: put every dropped lock prefix back." };
+        var timeout = new Option<int>("--timeout") { Description = "With --up or --smp: milliseconds to wait for every thread to stop (default 30).", DefaultValueFactory = _ => 30 };
         var command = new Command("sites", $"List the build-time sites of a module or of every module of a running process (alternatives, lock prefixes, static keys, call sites): the original and replacement instructions, which one this CPU (or the default call-site backend) gets and why, and in a process their current state.\n{ExitCodes.Help}")
         {
-            file, json,
+            file, json, up, smp, timeout,
         };
-        command.SetAction(parse => LiveCommands.Run(_ =>
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(up) && result.GetValue(smp))
+                result.AddError("--up and --smp exclude each other");
+            else if ((result.GetValue(up) || result.GetValue(smp)) && !int.TryParse(result.GetValue(file), NumberStyles.None, CultureInfo.InvariantCulture, out _))
+                result.AddError("--up and --smp change a running process: give its PID");
+        });
+        command.SetAction(parse => LiveCommands.Run(cancellation =>
         {
             var argument = parse.GetValue(file)!;
+            if (parse.GetValue(up) || parse.GetValue(smp))
+            {
+                SwitchLockPrefixes(int.Parse(argument, CultureInfo.InvariantCulture), parse.GetValue(up), parse.GetValue(timeout), cancellation);
+                return;
+            }
             var cpu = CpuFeatures.Detect();
             var rows = int.TryParse(argument, NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && !File.Exists(argument)
                 ? ProcessRows(pid, cpu)

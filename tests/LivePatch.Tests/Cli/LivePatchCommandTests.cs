@@ -12,24 +12,7 @@ namespace LivePatch.Tests.Cli;
 [Collection(ProcessTests.Name)]
 public class LivePatchCommandTests
 {
-    private sealed record Result(int ExitCode, string Output, string Error);
-
-    private static Result Livepatch(params string[] arguments)
-    {
-        var start = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "livepatch"))
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in arguments)
-            start.ArgumentList.Add(argument);
-        using var process = Process.Start(start)!;
-        var error = process.StandardError.ReadToEndAsync();
-        var output = process.StandardOutput.ReadToEnd();
-        Assert.True(process.WaitForExit(60_000), "livepatch finished");
-        return new Result(process.ExitCode, output, error.Result);
-    }
+    private static LivepatchCli.Result Livepatch(params string[] arguments) => LivepatchCli.Run(arguments);
 
     private static string Pid(RunningTarget target) => target.Pid.ToString(CultureInfo.InvariantCulture);
 
@@ -102,15 +85,7 @@ public class LivePatchCommandTests
         var spinner = Gcc.FixturePath("targets/spinner.S");
         using var spinning = RunningTarget.Start("targets/spinning.c", $"-O2 -g -pthread {spinner}");
         var before = TargetSnapshot.Take(spinning.Pid, spinning.ReadyAddress("spin_entry"));
-        var start = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "livepatch"))
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in new[] { "apply", Pid(spinning), LivePatcherTests.BuildPayload("live/apply/spin.c"), "--timeout", "10000" })
-            start.ArgumentList.Add(argument);
-        using var livepatch = Process.Start(start)!;
+        using var livepatch = LivepatchCli.Start("apply", Pid(spinning), LivePatcherTests.BuildPayload("live/apply/spin.c"), "--timeout", "10000");
         var error = new System.Text.StringBuilder();
         livepatch.ErrorDataReceived += (_, e) =>
         {
@@ -183,7 +158,7 @@ public class LivePatchCommandTests
     public void Sites_of_a_running_process_show_each_site_as_it_is_now()
     {
         using var target = RunningTarget.Start("sites/keys_target.c", LivePatch.Tests.Live.StaticKeyTests.Flags);
-        static List<(string Kind, string State, string Module)> Rows(Result result)
+        static List<(string Kind, string State, string Module)> Rows(LivepatchCli.Result result)
         {
             Assert.Equal(0, result.ExitCode);
             using var json = JsonDocument.Parse(result.Output);
@@ -236,7 +211,7 @@ public class LivePatchCommandTests
     public void Callsites_rewrites_a_running_process_and_restores_it_from_separate_runs()
     {
         using var target = RunningTarget.Start(LivePatch.Tests.Sites.CallSiteSamples.Source, LivePatch.Tests.Sites.CallSiteSamples.TargetFlags());
-        static List<(string Name, string State)> CallSiteRows(Result result)
+        static List<(string Name, string State)> CallSiteRows(LivepatchCli.Result result)
         {
             Assert.Equal(0, result.ExitCode);
             using var json = JsonDocument.Parse(result.Output);
@@ -305,6 +280,45 @@ public class LivePatchCommandTests
         Assert.Contains("28 days in 1900", lines[afterApply + 1], StringComparison.Ordinal);
         Assert.Contains("29 days in 1900", lines[afterRevert + 1], StringComparison.Ordinal);
         Assert.DoesNotContain(Process.GetProcesses(), p => SafeName(p) == "target" && File.Exists($"/proc/{p.Id}/exe") && LinkOf(p.Id).Contains("livepatch-demo-", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Sites_up_drops_lock_prefixes_of_a_single_thread_and_puts_them_back_before_its_next_thread_runs()
+    {
+        var trigger = Path.Combine(Path.GetTempPath(), $"livepatch-trigger-{Guid.NewGuid():N}");
+        try
+        {
+            using var target = RunningTarget.Start("sites/locks_target.c", StaticKeyTests.Flags, trigger, "thread");
+            using var livepatch = LivepatchCli.Start("sites", Pid(target), "--up", "--timeout", "2000");
+            try
+            {
+                Assert.StartsWith($"process {target.Pid}: 1 of 1 lock prefixes dropped (one thread;", livepatch.StandardOutput.ReadLine(), StringComparison.Ordinal);
+                Assert.StartsWith($"watching process {target.Pid}", livepatch.StandardOutput.ReadLine(), StringComparison.Ordinal);
+
+                File.WriteAllText(trigger, "");
+
+                Assert.Matches(@"^thread \d+ was created: lock prefixes restored before it ran$", livepatch.StandardOutput.ReadLine());
+                Assert.True(livepatch.WaitForExit(10_000));
+                Assert.Equal(0, livepatch.ExitCode);
+                Assert.Equal("before=3e", target.WaitForLine(l => l.StartsWith("before=", StringComparison.Ordinal), TimeSpan.FromSeconds(10)));
+                Assert.Equal("thread-saw=f0", target.WaitForLine(l => l.StartsWith("thread-saw=", StringComparison.Ordinal), TimeSpan.FromSeconds(10)));
+                Assert.Equal(0, RunningTarget.TracerProcess(target.Pid));
+
+                var again = Livepatch("sites", Pid(target), "--up");
+                Assert.Equal(4, again.ExitCode);
+                Assert.Contains("2 threads that may run on several CPUs", again.Error, StringComparison.Ordinal);
+                Assert.Equal($"process {target.Pid}: all 1 lock prefixes are in place", Livepatch("sites", Pid(target), "--smp").Output.Trim());
+            }
+            finally
+            {
+                if (!livepatch.HasExited)
+                    livepatch.Kill();
+            }
+        }
+        finally
+        {
+            File.Delete(trigger);
+        }
     }
 
     private static string SafeName(Process process)
