@@ -16,4 +16,7 @@ var root = new RootCommand("""
     LiveCommands.CallSites(),
     CpuCommand.Create(),
 };
+// Piped or redirected, Spectre.Console assumes 80 columns and folds every table cell; a log or a pager has room.
+if (Console.IsOutputRedirected)
+    Spectre.Console.AnsiConsole.Profile.Width = 240;
 return root.Parse(args).Invoke();

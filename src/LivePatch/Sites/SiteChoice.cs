@@ -84,7 +84,7 @@ public static class SiteChooser
         {
             var instruction = LockedInstruction(file, site.Address);
             choices.Add(new SiteChoice(SiteKind.LockPrefix, site.Address, instruction, [0x3e, .. instruction.AsSpan(1)], false,
-                "kept: more than one thread may run", site.Address));
+                "kept while more than one thread may run (dropped by livepatch run --alternatives or sites PID --up when only one can)", site.Address));
         }
         foreach (var site in tables.StaticKeys)
         {
