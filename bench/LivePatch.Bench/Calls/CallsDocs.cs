@@ -81,7 +81,7 @@ internal static class CallsDocs
         yield return string.Create(inv,
             $"- The site as built, (c) against (b): {Between("c", "b")}: the same `call *calls(%rip)`, inside the `LP_CALL1` wrapper.");
         yield return string.Create(inv,
-            $"- Direct backend, (d): {Between("d", "b")} against (b), {Between("d", "r")} against the C direct call (r) (the wrapper); {Between("a", "d")} against the retpoline call gcc makes of the same C in this build (a).");
+            $"- Direct backend, (d): {Between("d", "b")} against (b), {Between("d", "r")} against the C direct call (r) (the wrapper, and the rewrite effect described above); {Between("a", "d")} against the retpoline call gcc makes of the same C in this build (a).");
         yield return string.Create(inv,
             $"- Native patchlet, (e): {Between("e", "b")} against (b), {Between("e", "n")} above the loop with no call at all (n): that much is the wrapper, which stays around the patched site.");
         yield return string.Create(inv,
