@@ -21,6 +21,8 @@ public enum LivePatchRefusal
     UnknownStaticKey,
     /// <summary>Lock prefixes cannot be dropped: more than one thread may run at once (several threads on several CPUs).</summary>
     ThreadsOnSeveralCpus,
+    /// <summary>A call site's ops slot changed between the backend's choice and the write (the program was setting its ops table).</summary>
+    CallSiteSlotChanged,
 }
 
 /// <summary>LivePatch refused an action; the message names the payload, the function or the process, and why. The target was not changed.</summary>

@@ -11,10 +11,12 @@ public sealed partial class LivePatcher
     /// <paramref name="backend"/> decides (<see cref="CallSiteBackend.Default"/> when null) from the function each slot
     /// holds now, all in one stop of every thread. Sites already holding the backend's choice are left alone; sites the
     /// backend leaves unchanged keep their indirect call. Sites are rewritten only from the indirect call they were
-    /// built with: after the ops table changed, <see cref="RestoreCallSites"/> first.
+    /// built with: after the ops table changed, <see cref="RestoreCallSites"/> first. Inside the stop, the slots of the
+    /// sites being written are read again: if one changed since the choice, nothing is written.
     /// </summary>
     /// <exception cref="SiteTableException">The module's tables are malformed.</exception>
-    /// <exception cref="LivePatchException">A site holds neither its indirect call nor the backend's choice (<see cref="LivePatchRefusal.AlreadyReplaced"/>).</exception>
+    /// <exception cref="LivePatchException">A site holds neither its indirect call nor the backend's choice (<see cref="LivePatchRefusal.AlreadyReplaced"/>),
+    /// or a slot changed meanwhile (<see cref="LivePatchRefusal.CallSiteSlotChanged"/>).</exception>
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public CallSitesReport ApplyCallSites(CallSiteBackend? backend = null, string? module = null)
     {
@@ -22,6 +24,7 @@ public sealed partial class LivePatcher
         var sites = SiteTables.Read(target.Elf).CallSites;
         var decisions = CallSitePlanner.Decide(new ProcessCallSiteView(_target, target), sites, backend ?? CallSiteBackend.Default);
         var pokes = new List<PokeSite>();
+        var slots = new List<(ulong Address, ulong Value, string Site)>();
         foreach (var decision in decisions)
         {
             var where = CallSiteDescription(target, decision.Site);
@@ -33,8 +36,10 @@ public sealed partial class LivePatcher
                     $"{where} in process {Pid} holds {Convert.ToHexStringLower(current)}, neither its indirect call nor what the backend chose ({decision.Reason}): " +
                     "a site is rewritten only from its indirect call; restore the call sites first if the ops table changed (RestoreCallSites, livepatch callsites PID --restore)");
             pokes.Add(new PokeSite(decision.Address, decision.Original, decision.Chosen, decision.Site.Length, where));
+            if (decision.SlotValue is { } value)
+                slots.Add((decision.Site.Slot + target.LoadBias, value, where));
         }
-        return PokeCallSites(target.Name, decisions, pokes);
+        return PokeCallSites(target.Name, decisions, pokes, _ => RefuseChangedSlots(slots));
     }
 
     /// <summary>
@@ -67,15 +72,34 @@ public sealed partial class LivePatcher
         return PokeCallSites(target.Name, decisions, pokes);
     }
 
-    private CallSitesReport PokeCallSites(string module, List<CallSiteDecision> decisions, List<PokeSite> pokes)
+    private CallSitesReport PokeCallSites(string module, List<CallSiteDecision> decisions, List<PokeSite> pokes,
+        Action<IReadOnlyList<StoppedThread>>? beforeWrite = null)
     {
         var choices = SiteChooser.CallSiteChoices(decisions).ToList();
         var changing = decisions.Count(d => d.Changes);
         if (pokes.Count == 0)
             return new CallSitesReport(module, decisions.Count, changing, 0, 0, TimeSpan.Zero, 0, choices);
         _options.Cancellation.ThrowIfCancellationRequested();
-        var report = TextPoker.Poke(_session, _target, pokes, _options.Timeout, _options.Cancellation);
+        var report = TextPoker.Poke(_session, _target, pokes, _options.Timeout, beforeWrite, _options.Cancellation);
         return new CallSitesReport(module, decisions.Count, changing, pokes.Count, report.Threads, report.Pause, report.Attempts, choices);
+    }
+
+    /// <summary>Inside the stop: each slot still holds the function its site was decided for (one read for a compact ops table).</summary>
+    private void RefuseChangedSlots(List<(ulong Address, ulong Value, string Site)> slots)
+    {
+        if (slots.Count == 0)
+            return;
+        var start = slots.Min(s => s.Address);
+        var span = slots.Max(s => s.Address) + 8 - start;
+        var table = span <= 4096 ? _target.ReadMemory(start, (int)span) : null;
+        foreach (var (address, value, site) in slots)
+        {
+            var now = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(
+                table is null ? _target.ReadMemory(address, 8) : table.AsSpan((int)(address - start), 8));
+            if (now != value)
+                throw new LivePatchException(LivePatchRefusal.CallSiteSlotChanged,
+                    $"the slot of {site} in process {Pid} changed from 0x{value:x} to 0x{now:x} while the call sites were being applied; nothing was written: apply again once the ops table is set");
+        }
     }
 
     private static string CallSiteDescription(TargetModule module, CallSite site) =>

@@ -12,7 +12,8 @@ namespace LivePatch.Sites;
 /// <param name="Original">The site as built: NOPs and the indirect call.</param>
 /// <param name="Chosen">The site as the backend wants it (equal to <paramref name="Original"/> when it leaves it alone).</param>
 /// <param name="Reason">Why, in a few words.</param>
-internal sealed record CallSiteDecision(CallSite Site, ulong Address, byte[] Original, byte[] Chosen, string Reason)
+/// <param name="SlotValue">The slot's value the choice was made for; null when it is known only at run time.</param>
+internal sealed record CallSiteDecision(CallSite Site, ulong Address, byte[] Original, byte[] Chosen, string Reason, ulong? SlotValue = null)
 {
     public bool Changes => !Original.AsSpan().SequenceEqual(Chosen);
 }
@@ -174,7 +175,7 @@ internal static class CallSitePlanner
         var buffer = new PatchBuffer(address, site.Length);
         var used = backend.Patch(patch, buffer);
         if (used == CallSiteBackend.Unchanged)
-            return new CallSiteDecision(site, address, original, original, patch.Reason ?? $"{backend} leaves it as the indirect call");
+            return new CallSiteDecision(site, address, original, original, patch.Reason ?? $"{backend} leaves it as the indirect call", function);
         if (used < 0 || used != buffer.Length)
             throw new InvalidOperationException(
                 $"call-site backend {backend} returned {used} for site '{site.Name}' at 0x{address:x} but wrote {buffer.Length} of its {site.Length} bytes");
@@ -183,7 +184,7 @@ internal static class CallSitePlanner
         if (CallNotAtEnd(chosen, address) is { } misplaced)
             throw new InvalidOperationException(
                 $"call-site backend {backend} wrote {misplaced} in site '{site.Name}' at 0x{address:x}: a call must end at the end of the site, where threads inside the called function return");
-        return new CallSiteDecision(site, address, original, chosen, patch.Reason ?? $"{backend}: {used} bytes");
+        return new CallSiteDecision(site, address, original, chosen, patch.Reason ?? $"{backend}: {used} bytes", function);
     }
 
     /// <summary>

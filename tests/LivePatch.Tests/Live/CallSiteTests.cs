@@ -101,9 +101,25 @@ public class CallSiteTests
         AssertProgramRight(target);
     }
 
-    private static RunningTarget StartTarget()
+    [Fact]
+    public void A_slot_that_changes_before_the_write_is_caught_inside_the_stop_and_nothing_is_written()
     {
-        var target = RunningTarget.Start(CallSiteSamples.Source, CallSiteSamples.TargetFlags());
+        using var target = StartTarget("churn");
+        using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
+        using var code = new SiteCode(target.Pid);
+
+        var error = Assert.Throws<LivePatchException>(() => patcher.ApplyCallSites());
+
+        Assert.Equal(LivePatchRefusal.CallSiteSlotChanged, error.Refusal);
+        Assert.Contains("the slot of call site 'platform.missing'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("nothing was written", error.Message, StringComparison.Ordinal);
+        Assert.All(CallSiteSamples.Members, m => Assert.Equal(code.Original(m), code.Now(m)));
+        AssertProgramRight(target);
+    }
+
+    private static RunningTarget StartTarget(params string[] arguments)
+    {
+        var target = RunningTarget.Start(CallSiteSamples.Source, CallSiteSamples.TargetFlags(), arguments);
         try
         {
             target.AssertValueBecomes("identity", 42);
