@@ -18,7 +18,7 @@
 static unsigned clz(unsigned x)
 {
     unsigned r;
-    __asm__(LP_ALTERNATIVE("bsr %1, %0\n\txor $31, %0", "lzcnt %1, %0", LP_FEATURE_LZCNT) : "=r"(r) : "r"(x) : "cc");
+    __asm__ __volatile__(LP_ALTERNATIVE("bsr %1, %0\n\txor $31, %0", "lzcnt %1, %0", LP_FEATURE_LZCNT) : "=r"(r) : "r"(x) : "cc");
     return r;
 }
 
@@ -26,7 +26,7 @@ static unsigned clz(unsigned x)
 static const char *path(void)
 {
     unsigned level;
-    __asm__(LP_ALTERNATIVE_2("mov $0, %0", "mov $1, %0", LP_FEATURE_SSE42, "mov $2, %0", LP_FEATURE_AVX2) : "=r"(level));
+    __asm__ __volatile__(LP_ALTERNATIVE_2("mov $0, %0", "mov $1, %0", LP_FEATURE_SSE42, "mov $2, %0", LP_FEATURE_AVX2) : "=r"(level));
     static const char *const names[] = {"generic", "sse4.2", "avx2"};
     return names[level];
 }

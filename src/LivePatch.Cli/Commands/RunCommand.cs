@@ -1,6 +1,5 @@
 using System.CommandLine;
 using LivePatch.Live;
-using LivePatch.Sites;
 
 namespace LivePatch.Cli.Commands;
 
@@ -86,26 +85,19 @@ internal static class RunCommand
         return command;
     }
 
+    // Every module's sites in one stop of the (held) program.
     private static void ApplySites(LivePatcher patcher, Action<string> say)
     {
-        foreach (var module in patcher.ModulesWithSites())
+        var report = patcher.ApplySites();
+        foreach (var module in report.Modules)
         {
-            var alternatives = patcher.ApplyAlternatives(module);
-            if (alternatives.Chosen > 0)
-                say($"{module}: {alternatives.Written} of {alternatives.Chosen} chosen alternatives rewritten");
-            var calls = patcher.ApplyCallSites(CallSiteBackend.Default, module);
-            if (calls.Sites > 0)
-                say($"{module}: {calls.Changed} of {calls.Sites} call sites rewritten");
+            if (module.AlternativesChosen > 0)
+                say($"{module.Module}: {module.AlternativesWritten} of {module.AlternativesChosen} chosen alternatives rewritten");
+            if (module.CallSites > 0)
+                say($"{module.Module}: {module.CallSitesWritten} of {module.CallSites} call sites rewritten");
         }
-        try
-        {
-            var locks = patcher.DropLockPrefixes();
-            if (locks.Sites > 0)
-                say($"{locks.Sites} lock prefixes dropped: {locks.Reason}");
-        }
-        catch (LivePatchException error) when (error.Refusal == LivePatchRefusal.ThreadsOnSeveralCpus)
-        {
-            say(error.Message);
-        }
+        if (report.LockPrefixes > 0)
+            say(report.LockPrefixesDropped ? $"{report.LockPrefixes} lock prefixes dropped: {report.LockReason}" : $"{report.LockPrefixes} lock prefixes {report.LockReason}");
+        say($"{report.Written} sites written in one stop ({LiveCommands.Micro(report.Pause)})");
     }
 }

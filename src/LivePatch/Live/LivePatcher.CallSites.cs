@@ -21,8 +21,17 @@ public sealed partial class LivePatcher
     public CallSitesReport ApplyCallSites(CallSiteBackend? backend = null, string? module = null)
     {
         var target = ModuleOrMain(module);
+        var plan = PlanCallSites(target, backend ?? CallSiteBackend.Default);
+        return PokeCallSites(target.Name, plan.Decisions, plan.Pokes, _ => RefuseChangedSlots(plan.Slots));
+    }
+
+    private sealed record CallSitesPlan(List<CallSiteDecision> Decisions, List<PokeSite> Pokes, List<(ulong Address, ulong Value, string Site)> Slots);
+
+    /// <summary>The backend's decision for every call site of <paramref name="target"/>, the writes still needed, and the slot values they assume.</summary>
+    private CallSitesPlan PlanCallSites(TargetModule target, CallSiteBackend backend)
+    {
         var sites = SiteTables.Read(target.Elf).CallSites;
-        var decisions = CallSitePlanner.Decide(new ProcessCallSiteView(_target, target), sites, backend ?? CallSiteBackend.Default);
+        var decisions = CallSitePlanner.Decide(new ProcessCallSiteView(_target, target), sites, backend);
         var pokes = new List<PokeSite>();
         var slots = new List<(ulong Address, ulong Value, string Site)>();
         foreach (var decision in decisions)
@@ -39,7 +48,7 @@ public sealed partial class LivePatcher
             if (decision.SlotValue is { } value)
                 slots.Add((decision.Site.Slot + target.LoadBias, value, where));
         }
-        return PokeCallSites(target.Name, decisions, pokes, _ => RefuseChangedSlots(slots));
+        return new CallSitesPlan([.. decisions], pokes, slots);
     }
 
     /// <summary>
