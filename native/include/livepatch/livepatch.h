@@ -12,12 +12,12 @@
 
 #include <stdint.h>
 
-/* Record kinds (the "kind" field). Only REPLACE is implemented; the loader
- * refuses the reserved ones with "not supported yet". */
+/* Record kinds (the "kind" field). The loader refuses the reserved ones with
+ * "not supported yet". */
 #define LIVEPATCH_KIND_REPLACE          1u /* a = old name ("name" or "module!name"), b = new function */
 #define LIVEPATCH_KIND_ORIGINAL         2u /* reserved: pointer that will receive the old function */
-#define LIVEPATCH_KIND_DEPENDS          3u /* reserved: name of a payload that must be applied first */
-#define LIVEPATCH_KIND_TARGET_BUILD_ID  4u /* reserved: a = module name, b = expected build-id in hex */
+#define LIVEPATCH_KIND_DEPENDS          3u /* a = name of a payload that must be applied first */
+#define LIVEPATCH_KIND_TARGET_BUILD_ID  4u /* a = module name, b = expected build-id in hex */
 #define LIVEPATCH_KIND_PRE_APPLY        5u /* reserved: hook run before apply */
 #define LIVEPATCH_KIND_POST_APPLY       6u /* reserved: hook run after apply */
 #define LIVEPATCH_KIND_PRE_REVERT       7u /* reserved: hook run before revert */
@@ -48,5 +48,19 @@ struct livepatch_record {
  * be static. */
 #define LIVEPATCH_REPLACE(old_name, new_function) \
     LIVEPATCH_RECORD_(LIVEPATCH_KIND_REPLACE, "" old_name, (new_function))
+
+/*
+ * LIVEPATCH_DEPENDS("name"): apply refuses this payload unless the payload "name" is applied in the target.
+ */
+#define LIVEPATCH_DEPENDS(payload_name) \
+    LIVEPATCH_RECORD_(LIVEPATCH_KIND_DEPENDS, "" payload_name, 0)
+
+/*
+ * LIVEPATCH_TARGET_BUILD_ID("module", "hex"): this payload was built against the module (its file name, e.g. "app"
+ * or "libc.so.6") whose GNU build-id is hex (readelf -n); check and apply refuse a process whose module has another
+ * one (override with --force, recorded in the target).
+ */
+#define LIVEPATCH_TARGET_BUILD_ID(module, build_id) \
+    LIVEPATCH_RECORD_(LIVEPATCH_KIND_TARGET_BUILD_ID, "" module, "" build_id)
 
 #endif /* LIVEPATCH_LIVEPATCH_H */

@@ -36,6 +36,12 @@ public sealed class Payload
     /// <summary>The REPLACE records in section order.</summary>
     public IReadOnlyList<PayloadFunction> Functions { get; }
 
+    /// <summary>The payloads that must be applied before this one (<c>LIVEPATCH_DEPENDS</c>), in section order.</summary>
+    public IReadOnlyList<string> Depends { get; private init; } = [];
+
+    /// <summary>The exact binaries this payload was built against (<c>LIVEPATCH_TARGET_BUILD_ID</c>).</summary>
+    public IReadOnlyList<PayloadBuildId> TargetBuildIds { get; private init; } = [];
+
     /// <summary>Reads and validates the payload object at <paramref name="path"/>.</summary>
     /// <exception cref="PayloadException">The file cannot be read, is not a well-formed payload, or its records are wrong.</exception>
     public static Payload Load(string path)
@@ -75,13 +81,22 @@ public sealed class Payload
             throw new PayloadException(name, $"not a relocatable object (ELF type {elf.Type}): build it with gcc -c");
         }
 
-        return new Payload(name, elf, ReadRecords(elf, name));
+        var records = ReadRecords(elf, name);
+        return new Payload(name, elf, [.. records.Functions]) { Depends = records.Depends, TargetBuildIds = records.BuildIds };
     }
 
     /// <summary>Returns <see cref="Name"/>.</summary>
     public override string ToString() => Name;
 
-    private static PayloadFunction[] ReadRecords(ElfFile elf, string file)
+    /// <summary>Everything the records say, by kind.</summary>
+    private sealed class Records
+    {
+        public List<PayloadFunction> Functions { get; } = [];
+        public List<string> Depends { get; } = [];
+        public List<PayloadBuildId> BuildIds { get; } = [];
+    }
+
+    private static Records ReadRecords(ElfFile elf, string file)
     {
         var section = elf.FindSection(RecordSection)
             ?? throw new PayloadException(file, $"no {RecordSection} section: the payload replaces nothing (use LIVEPATCH_REPLACE)");
@@ -92,7 +107,8 @@ public sealed class Payload
 
         var data = elf.GetSectionData(section).Span;
         var relocations = RelocationsByOffset(elf, section, file);
-        var functions = new List<PayloadFunction>();
+        var records = new Records();
+        var functions = records.Functions;
         for (var offset = 0; offset < data.Length; offset += RecordSize)
         {
             var where = $"{RecordSection}+0x{offset:x}";
@@ -113,7 +129,13 @@ public sealed class Payload
                 case PayloadRecordKind.Replace:
                     functions.Add(ReadReplace(elf, file, relocations, offset, where));
                     break;
-                case >= PayloadRecordKind.Original and <= PayloadRecordKind.PostRevert:
+                case PayloadRecordKind.Depends:
+                    records.Depends.Add(ReadName(elf, file, relocations, offset + 8, where, "a (the payload depended on)"));
+                    break;
+                case PayloadRecordKind.TargetBuildId:
+                    records.BuildIds.Add(ReadBuildId(elf, file, relocations, offset, where));
+                    break;
+                case PayloadRecordKind.Original or (>= PayloadRecordKind.PreApply and <= PayloadRecordKind.PostRevert):
                     throw new PayloadException(file, $"record at {where} has kind {kind} ({KindName((PayloadRecordKind)kind)}), which is not supported yet");
                 default:
                     throw new PayloadException(file, $"record at {where} has unknown kind {kind}");
@@ -126,7 +148,22 @@ public sealed class Payload
         }
 
         RefuseDuplicates(functions, file);
-        return [.. functions];
+        return records;
+    }
+
+    private static string ReadName(ElfFile elf, string file, Dictionary<ulong, ElfRelocation> relocations, int fieldOffset, string where, string field)
+    {
+        var text = ReadString(elf, file, PointerField(file, relocations, fieldOffset, where, field), where);
+        return text.Length > 0 ? text : throw new PayloadException(file, $"record at {where}: field {field} is an empty string");
+    }
+
+    private static PayloadBuildId ReadBuildId(ElfFile elf, string file, Dictionary<ulong, ElfRelocation> relocations, int offset, string where)
+    {
+        var module = ReadName(elf, file, relocations, offset + 8, where, "a (the module)");
+        var hex = ReadName(elf, file, relocations, offset + 16, where, "b (the build-id)").ToLowerInvariant();
+        if (hex.Length % 2 != 0 || hex.Length < 2 || !hex.All(char.IsAsciiHexDigit))
+            throw new PayloadException(file, $"record at {where}: build-id '{hex}' of {module} is not an even number of hex digits");
+        return new PayloadBuildId(module, hex);
     }
 
     private static Dictionary<ulong, ElfRelocation> RelocationsByOffset(ElfFile elf, ElfSection section, string file)
@@ -297,3 +334,8 @@ public sealed class Payload
         _ => "REPLACE",
     };
 }
+
+/// <summary>A build-id a payload requires of a module of the target (<c>LIVEPATCH_TARGET_BUILD_ID</c>).</summary>
+/// <param name="Module">The module's file name, as in <c>module!name</c> (e.g. <c>app</c>, <c>libc.so.6</c>).</param>
+/// <param name="BuildId">The expected GNU build-id, lowercase hex.</param>
+public sealed record PayloadBuildId(string Module, string BuildId);

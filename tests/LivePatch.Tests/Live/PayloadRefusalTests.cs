@@ -23,7 +23,8 @@ public class PayloadRefusalTests
         { "NOT_A_FUNCTION", "-O0 -fPIC", ["'not_a_function'", "not a function"] },
         { "DUPLICATE", "-O2 -fPIC", ["'compute' is replaced twice", "fixed", "fixed_again"] },
         { "EMPTY_NAME", "-O2 -fPIC", ["empty old function name", "'libdemo.so!'"] },
-        { "RESERVED_KIND", "-O0 -fPIC", ["kind 3 (DEPENDS)", "not supported yet", ".livepatch.funcs+0x"] },
+        { "NULL_DEPENDS", "-O0 -fPIC", ["field a (the payload depended on) is a null pointer", ".livepatch.funcs+0x"] },
+        { "BAD_BUILD_ID", "-O2 -fPIC", ["build-id '12345' of worker is not an even number of hex digits", ".livepatch.funcs+0x"] },
         { "UNKNOWN_KIND", "-O2 -fPIC", ["unknown kind 99", ".livepatch.funcs+0x"] },
     };
 
