@@ -88,7 +88,7 @@ public sealed partial class LivePatcher
         var changing = decisions.Count(d => d.Changes);
         if (pokes.Count == 0)
             return new CallSitesReport(module, decisions.Count, changing, 0, 0, TimeSpan.Zero, 0, choices);
-        _options.Cancellation.ThrowIfCancellationRequested();
+        ThrowIfCancelled();
         var report = TextPoker.Poke(_session, _target, pokes, _options.Timeout, beforeWrite, _options.Cancellation);
         return new CallSitesReport(module, decisions.Count, changing, pokes.Count, report.Threads, report.Pause, report.Attempts, choices);
     }

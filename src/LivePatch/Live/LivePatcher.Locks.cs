@@ -49,7 +49,7 @@ public sealed partial class LivePatcher
         var pokes = LockPokes(sites, drop: true);
         var reason = "";
         var watch = false;
-        _options.Cancellation.ThrowIfCancellationRequested();
+        ThrowIfCancelled();
         var report = TextPoker.Poke(_session, _target, pokes, _options.Timeout, threads =>
         {
             // Decided with every thread held: none can be created between the check and the write.

@@ -85,7 +85,7 @@ public sealed partial class LivePatcher
             List<PokeSite> all = dropping ? [.. pokes, .. lockPokes] : pokes;
             if (all.Count == 0 && !dropping)
                 return new SitesReport(modules, locks.Count, false, lockReason, 0, 0, TimeSpan.Zero, 0, false);
-            _options.Cancellation.ThrowIfCancellationRequested();
+            ThrowIfCancelled();
             try
             {
                 var report = TextPoker.Poke(_session, _target, all, _options.Timeout, threads =>
@@ -135,7 +135,7 @@ public sealed partial class LivePatcher
         var (chosen, sites) = PlanAlternatives(target, cpu ?? CpuFeatures.Detect());
         if (sites.Count == 0)
             return new AlternativesReport(target.Name, chosen, 0, 0, TimeSpan.Zero, 0);
-        _options.Cancellation.ThrowIfCancellationRequested();
+        ThrowIfCancelled();
         var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, _options.Cancellation);
         return new AlternativesReport(target.Name, chosen, sites.Count, report.Threads, report.Pause, report.Attempts);
     }
@@ -207,7 +207,7 @@ public sealed partial class LivePatcher
         }
         if (pokes.Count == 0)
             return new StaticKeyReport(key, enabled, sites.Count, 0, 0, TimeSpan.Zero, 0);
-        _options.Cancellation.ThrowIfCancellationRequested();
+        ThrowIfCancelled();
         var report = TextPoker.Poke(_session, _target, pokes, _options.Timeout, _options.Cancellation);
         return new StaticKeyReport(key, enabled, sites.Count, pokes.Count, report.Threads, report.Pause, report.Attempts);
     }

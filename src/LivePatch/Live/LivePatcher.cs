@@ -88,7 +88,7 @@ public sealed partial class LivePatcher : IDisposable
 
         var entries = payload.Functions.Select(f => PlanEntry(f, state)).ToList();
         var layout = PayloadLayout.Compute(payload);
-        _options.Cancellation.ThrowIfCancellationRequested();
+        ThrowIfCancelled();
         var blocks = Allocate(layout, entries);
         var reachable = false;
         try
