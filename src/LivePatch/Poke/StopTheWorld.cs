@@ -3,10 +3,11 @@ using LivePatch.Targets;
 
 namespace LivePatch.Poke;
 
-/// <summary>A thread held by <see cref="StopTheWorld"/>, with the address it will resume at.</summary>
+/// <summary>A thread held by <see cref="StopTheWorld"/>, with the address it will resume at and its stack pointer.</summary>
 /// <param name="Tid">The thread id.</param>
 /// <param name="Rip">Its instruction pointer.</param>
-public readonly record struct StoppedThread(int Tid, ulong Rip);
+/// <param name="Rsp">Its stack pointer.</param>
+public readonly record struct StoppedThread(int Tid, ulong Rip, ulong Rsp);
 
 /// <summary>How a stop went: how many threads were held, for how long, and after how many tries.</summary>
 /// <param name="Threads">Threads held in the successful stop.</param>
@@ -56,7 +57,10 @@ internal static class StopTheWorld
                     held = tids.Count;
                     var threads = new StoppedThread[tids.Count];
                     for (var i = 0; i < tids.Count; i++)
-                        threads[i] = new StoppedThread(tids[i], session.GetRegisters(tids[i]).Rip);
+                    {
+                        var registers = session.GetRegisters(tids[i]);
+                        threads[i] = new StoppedThread(tids[i], registers.Rip, registers.Rsp);
+                    }
                     outcome = action(threads);
                 }
                 finally

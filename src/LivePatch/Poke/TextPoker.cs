@@ -83,10 +83,12 @@ internal static class TextPoker
     /// <summary>
     /// Writes every site in one stop of every thread: each expected bytes checked, written, read back, all rolled
     /// back inside the stop on failure. <paramref name="beforeWrite"/> runs first inside the stop, with the threads
-    /// held; it may refuse by throwing (nothing is written).
+    /// held; it may refuse by throwing (nothing is written). <paramref name="findObstacle"/> runs next: a text naming
+    /// what stands in the way (a thread with an old function on its stack) makes the stop retry, and the timeout
+    /// report quote it.
     /// </summary>
     public static StopReport Poke(PtraceSession session, TargetProcess target, IReadOnlyList<PokeSite> sites, TimeSpan timeout,
-        Action<IReadOnlyList<StoppedThread>>? beforeWrite, CancellationToken cancellation)
+        Action<IReadOnlyList<StoppedThread>>? beforeWrite, CancellationToken cancellation, Func<IReadOnlyList<StoppedThread>, string?>? findObstacle = null)
     {
         foreach (var site in sites)
             if (site.Expected.Length != site.Replacement.Length || site.GuardLength < site.Replacement.Length)
@@ -98,6 +100,11 @@ internal static class TextPoker
         return StopTheWorld.Run(session, timeout, threads =>
         {
             beforeWrite?.Invoke(threads);
+            if (findObstacle?.Invoke(threads) is { } blocking)
+            {
+                obstacle = blocking;
+                return StopTheWorld.Outcome.Retry;
+            }
             var moves = new List<(int Tid, ulong Rip)>();
             foreach (var thread in threads)
                 foreach (var site in sites)

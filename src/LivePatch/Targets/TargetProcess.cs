@@ -69,6 +69,9 @@ public sealed class TargetProcess : IDisposable
         return bytes;
     }
 
+    /// <summary>Reads into <paramref name="destination"/> without allocating; false when not all of it is mapped.</summary>
+    internal bool TryReadMemory(ulong address, Span<byte> destination) => _memory.TryRead(address, destination);
+
     /// <summary>Writes into the process's memory, whatever its page protection. Code changes must go through the poker.</summary>
     internal void WriteMemory(ulong address, ReadOnlySpan<byte> bytes) => _memory.Write(address, bytes);
 
