@@ -16,6 +16,13 @@ public sealed class LivePatchOptions
     /// it was and <see cref="OperationCanceledException"/> is thrown.
     /// </summary>
     public CancellationToken Cancellation { get; init; }
+
+    /// <summary>
+    /// What must hold before functions are redirected or restored: <see cref="ConsistencyModel.Entry"/> (the default)
+    /// or <see cref="ConsistencyModel.Stack"/>, which also waits, until the timeout, for no thread to have the code
+    /// that becomes inactive running or on its stack.
+    /// </summary>
+    public ConsistencyModel Consistency { get; init; }
 }
 
 /// <summary>
@@ -114,7 +121,8 @@ public sealed partial class LivePatcher : IDisposable
             }
 
             _options.Cancellation.ThrowIfCancellationRequested();
-            var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, _options.Cancellation);
+            var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, null, _options.Cancellation,
+                StackCheckForApply(entries.Select(e => (e.Symbol, e.PatchAddress)), state));
             // From here threads may run the new code or sit in a trampoline: its memory must outlive any failure.
             reachable = true;
             var record = new AppliedPayloadInfo(payload.Name, Path.GetFullPath(payload.File), PayloadState.Applied, DateTimeOffset.UtcNow, null,
@@ -158,7 +166,7 @@ public sealed partial class LivePatcher : IDisposable
         var entry = state[index];
         var sites = entry.Functions.Select(f => new PokeSite(f.PatchAddress, Convert.FromHexString(f.PatchBytes), Convert.FromHexString(f.OriginalBytes), JumpLength, f.Name)).ToList();
         _options.Cancellation.ThrowIfCancellationRequested();
-        var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, _options.Cancellation);
+        var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, null, _options.Cancellation, StackCheckForRevert(entry));
         state[index] = entry with { State = PayloadState.Reverted, RevertedAt = DateTimeOffset.UtcNow };
         TargetState.Write(_session, _target, state);
         return new RevertReport(name, entry.Functions, report.Threads, report.Pause, report.Attempts);
