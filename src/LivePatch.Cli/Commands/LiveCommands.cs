@@ -8,20 +8,21 @@ using Spectre.Console;
 namespace LivePatch.Cli.Commands;
 
 /// <summary><c>livepatch apply | revert | list</c>: live patches of a running process.</summary>
-internal static class LiveCommands
+internal static partial class LiveCommands
 {
     public static Command Apply()
     {
         var pid = PidArgument();
         var file = new Argument<FileInfo>("payload") { Description = "The payload object (gcc -c -fPIC -ffunction-sections ...)." };
         var timeout = TimeoutOption();
+        var consistency = ConsistencyOption();
         var command = new Command("apply", $"Load a payload into a running process and redirect its functions to the new code, with every thread stopped.\n{ExitCodes.Help}")
         {
-            pid, file, timeout,
+            pid, file, timeout, consistency,
         };
         command.SetAction(parse => Run(cancellation =>
         {
-            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), cancellation));
+            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), parse.GetValue(consistency), cancellation));
             var report = patcher.Apply(parse.GetValue(file)!.FullName);
             Console.WriteLine($"applied {report.Payload} to {patcher.Pid}: {Functions(report.Functions)}; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
         }));
@@ -33,13 +34,14 @@ internal static class LiveCommands
         var pid = PidArgument();
         var name = new Argument<string>("name") { Description = "The payload's name: its file name without extension." };
         var timeout = TimeoutOption();
+        var consistency = ConsistencyOption();
         var command = new Command("revert", $"Restore the original code of the functions an applied payload replaced, with every thread stopped.\n{ExitCodes.Help}")
         {
-            pid, name, timeout,
+            pid, name, timeout, consistency,
         };
         command.SetAction(parse => Run(cancellation =>
         {
-            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), cancellation));
+            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), parse.GetValue(consistency), cancellation));
             var report = patcher.Revert(parse.GetValue(name)!);
             Console.WriteLine($"reverted {report.Payload} in {patcher.Pid}: {Functions(report.Functions)} restored; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
         }));
