@@ -162,7 +162,7 @@ internal sealed partial class PtraceSession : IDisposable
         RequireTracer();
         var saved = GetRegisters(tid);
         var call = saved;
-        var instruction = _syscallInstruction ??= FindSyscallInstruction();
+        var instruction = _syscallInstruction ??= FindInExecutableMemory([0x0f, 0x05], "syscall instruction");
         call.Rip = instruction;
         call.Rax = (ulong)number;
         call.OrigRax = ulong.MaxValue; // not in a system call: keeps the kernel from restarting an interrupted one
@@ -391,27 +391,6 @@ internal sealed partial class PtraceSession : IDisposable
                 thread.PendingSignal = signal;
         }
         return status;
-    }
-
-    private ulong FindSyscallInstruction()
-    {
-        var map = MemoryMap.Read(Pid);
-        var executable = map.Regions.Where(r => r.Protection.HasFlag(MemoryProtection.Execute))
-            .OrderBy(r => r.Path == "[vdso]" ? 0 : r.Path.Contains("/libc", StringComparison.Ordinal) ? 1 : 2);
-        using var memory = new ProcessMemory(Pid);
-        foreach (var region in executable)
-        {
-            if (region.Path == "[vsyscall]")
-                continue;
-            var length = (int)Math.Min(region.Size, 1 << 20);
-            var bytes = new byte[length];
-            if (!memory.TryRead(region.Start, bytes))
-                continue;
-            var index = bytes.AsSpan().IndexOf((ReadOnlySpan<byte>)[0x0f, 0x05]);
-            if (index >= 0)
-                return region.Start + (ulong)index;
-        }
-        throw new TargetException(TargetError.SystemCallFailed, Pid, $"process {Pid}: no syscall instruction found in its executable memory");
     }
 
     private TargetException Failure(string request, int tid)
