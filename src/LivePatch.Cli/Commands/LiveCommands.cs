@@ -139,7 +139,7 @@ internal static partial class LiveCommands
                 Markup.Escape(payload.Name),
                 payload.State == PayloadState.Applied ? "[green]applied[/]" : "[grey]reverted[/]",
                 Markup.Escape(string.Join("\n", payload.Functions.Select(f => $"{f.Name} 0x{f.OldAddress:x} -> {f.NewSymbol} 0x{f.NewAddress:x}"))),
-                payload.AppliedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),
+                payload.AppliedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "-",
                 $"{payload.PauseMicroseconds:0} µs");
         AnsiConsole.Write(table);
     }

@@ -3,6 +3,8 @@ namespace LivePatch.Live;
 /// <summary>Where a payload stands in a target.</summary>
 public enum PayloadState
 {
+    /// <summary>Uploaded and linked in the target, checked, nothing redirected yet (<c>livepatch load</c>).</summary>
+    Loaded,
     /// <summary>Its functions are redirected to the new code.</summary>
     Applied,
     /// <summary>Its functions run their original code again; its memory stays mapped (a thread may still be inside it).</summary>
@@ -12,16 +14,43 @@ public enum PayloadState
 /// <summary>A payload as recorded in the target itself: what any later livepatch run sees in <c>list</c>.</summary>
 /// <param name="Name">The payload's name (its file name without extension).</param>
 /// <param name="File">The object file it was loaded from.</param>
-/// <param name="State">Applied or reverted.</param>
-/// <param name="AppliedAt">When it was applied.</param>
+/// <param name="State">Loaded, applied or reverted.</param>
+/// <param name="AppliedAt">When it was last applied, or null while only loaded.</param>
 /// <param name="RevertedAt">When it was reverted, or null.</param>
-/// <param name="PauseMicroseconds">How long the target's threads were held to apply it.</param>
-/// <param name="Threads">How many threads were held.</param>
+/// <param name="PauseMicroseconds">How long the target's threads were held to apply it (0 while loaded).</param>
+/// <param name="Threads">How many threads were held (0 while loaded).</param>
 /// <param name="Functions">The functions it replaced.</param>
 /// <param name="Memory">The memory mapped in the target for its code and data.</param>
 public sealed record AppliedPayloadInfo(
-    string Name, string File, PayloadState State, DateTimeOffset AppliedAt, DateTimeOffset? RevertedAt,
-    double PauseMicroseconds, int Threads, IReadOnlyList<AppliedFunctionInfo> Functions, IReadOnlyList<MappedBlock> Memory);
+    string Name, string File, PayloadState State, DateTimeOffset? AppliedAt, DateTimeOffset? RevertedAt,
+    double PauseMicroseconds, int Threads, IReadOnlyList<AppliedFunctionInfo> Functions, IReadOnlyList<MappedBlock> Memory)
+{
+    /// <summary>When it was loaded (uploaded and linked).</summary>
+    public DateTimeOffset? LoadedAt { get; init; }
+
+    /// <summary>The payloads that must be applied before it (<c>LIVEPATCH_DEPENDS</c>).</summary>
+    public IReadOnlyList<string> Depends { get; init; } = [];
+
+    /// <summary>The build-ids it was built against and what the process has (<c>LIVEPATCH_TARGET_BUILD_ID</c>).</summary>
+    public IReadOnlyList<BuildIdCheck> BuildIds { get; init; } = [];
+
+    /// <summary>Where its writable data lives, how long it is and its SHA-256 as loaded: a reverted payload whose data
+    /// changed (it ran) is not applied again without a fresh load.</summary>
+    public ulong DataAddress { get; init; }
+
+    /// <summary>Length of the writable data at <see cref="DataAddress"/>.</summary>
+    public int DataLength { get; init; }
+
+    /// <summary>SHA-256 of the writable data as loaded, lowercase hex.</summary>
+    public string? DataHash { get; init; }
+}
+
+/// <summary>A build-id a payload requires and what the process holds.</summary>
+/// <param name="Module">The module's file name.</param>
+/// <param name="Expected">The build-id the payload was built against.</param>
+/// <param name="Actual">The running module's build-id (<c>none</c> when it has no note).</param>
+/// <param name="Forced">True when they differ and the user forced the action (<c>--force</c>).</param>
+public sealed record BuildIdCheck(string Module, string Expected, string Actual, bool Forced);
 
 /// <summary>One function a payload replaced: where the jump was written and the bytes it replaced.</summary>
 /// <param name="Name">The old function, <c>module!name</c>.</param>
@@ -31,7 +60,14 @@ public sealed record AppliedPayloadInfo(
 /// <param name="NewAddress">The new function's address in the target.</param>
 /// <param name="OriginalBytes">The bytes the jump replaced, in hex.</param>
 /// <param name="PatchBytes">The jump, in hex.</param>
-public sealed record AppliedFunctionInfo(string Name, ulong OldAddress, ulong PatchAddress, string NewSymbol, ulong NewAddress, string OriginalBytes, string PatchBytes);
+public sealed record AppliedFunctionInfo(string Name, ulong OldAddress, ulong PatchAddress, string NewSymbol, ulong NewAddress, string OriginalBytes, string PatchBytes)
+{
+    /// <summary>The whole instructions the jump overlaps, in hex (what a thread stopped among them is moved out of).</summary>
+    public string? DisplacedBytes { get; init; }
+
+    /// <summary>The trampoline holding the displaced instructions relocated, then a jump back; 0 when they cannot be moved.</summary>
+    public ulong Trampoline { get; init; }
+}
 
 /// <summary>A block of memory LivePatch mapped in a target.</summary>
 /// <param name="Address">Its first address.</param>

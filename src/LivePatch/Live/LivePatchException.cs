@@ -19,6 +19,22 @@ public enum LivePatchRefusal
     StateUnreadable,
     /// <summary>The module has no static-key site of that name.</summary>
     UnknownStaticKey,
+    /// <summary>No loaded or reverted payload has that name.</summary>
+    NotLoaded,
+    /// <summary>A payload of that name is already loaded or was reverted: apply it by name, or unload it first.</summary>
+    NameInUse,
+    /// <summary>A payload it depends on (<c>LIVEPATCH_DEPENDS</c>) is not applied.</summary>
+    DependencyMissing,
+    /// <summary>A reverted payload's writable data changed since it was loaded: unload it and load it again.</summary>
+    ReloadRequired,
+    /// <summary>A module's build-id differs from the one the payload was built against (<c>--force</c> overrides).</summary>
+    BuildIdMismatch,
+    /// <summary>A function's entry holds neither what its file has nor a payload's jump: another tool changed it.</summary>
+    CodeChanged,
+    /// <summary>The function is on the deny list, or livepatch itself makes the target run it.</summary>
+    Denied,
+    /// <summary>The payload is applied: revert it before unloading it.</summary>
+    StillApplied,
     /// <summary>Lock prefixes cannot be dropped: more than one thread may run at once (several threads on several CPUs).</summary>
     ThreadsOnSeveralCpus,
     /// <summary>A call site's ops slot changed between the backend's choice and the write (the program was setting its ops table).</summary>

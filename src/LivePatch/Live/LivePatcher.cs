@@ -23,6 +23,12 @@ public sealed class LivePatchOptions
     /// that becomes inactive running or on its stack.
     /// </summary>
     public ConsistencyModel Consistency { get; init; }
+
+    /// <summary>Apply even when a module's build-id differs from the one the payload was built against; the record says so.</summary>
+    public bool Force { get; init; }
+
+    /// <summary>Functions never to patch, as <c>name</c> or <c>module!name</c> (besides those livepatch itself makes the target run).</summary>
+    public IReadOnlyList<string> Deny { get; init; } = [];
 }
 
 /// <summary>
@@ -89,60 +95,19 @@ public sealed partial class LivePatcher : IDisposable
     {
         ArgumentNullException.ThrowIfNull(payload);
         var state = TargetState.Read(_target);
-        if (state.FirstOrDefault(p => p.Name == payload.Name && p.State == PayloadState.Applied) is { } applied)
-            throw new LivePatchException(LivePatchRefusal.AlreadyApplied,
-                $"payload '{payload.Name}' is already applied to process {Pid} (since {applied.AppliedAt:u}); revert it first");
-
-        var entries = payload.Functions.Select(f => PlanEntry(f, state)).ToList();
-        var layout = PayloadLayout.Compute(payload);
-        ThrowIfCancelled();
-        var blocks = Allocate(layout, entries);
-        var reachable = false;
+        RefuseNameInUse(payload.Name, state);
+        RefuseMissingDependencies(payload.Name, payload.Depends, state);
+        var loaded = LoadInto(payload, state, fromOriginal: false);
+        var progress = new PokeProgress();
         try
         {
-            var linked = PayloadLinker.Link(payload, layout, blocks.Text, blocks.ReadOnly, blocks.Data, name => ResolveForPayload(name, entries));
-            foreach (var region in new[] { linked.Text, linked.ReadOnly, linked.Data })
-                if (region.Bytes.Length > 0)
-                    _target.WriteMemory(region.Address, region.Bytes);
-
-            var functions = new List<AppliedFunctionInfo>();
-            var sites = new List<PokeSite>();
-            for (var i = 0; i < entries.Count; i++)
-            {
-                var entry = entries[i];
-                var newAddress = linked.Functions.First(f => ReferenceEquals(f.Function, entry.Function)).Address;
-                var jump = new PatchBuffer(entry.PatchAddress, JumpLength);
-                jump.WriteJump(newAddress);
-                var trampoline = WriteTrampoline(entry, blocks.Trampolines + (ulong)(i * TrampolineSize));
-                sites.Add(new PokeSite(entry.PatchAddress, entry.Original, jump.Bytes.ToArray(), entry.GuardLength,
-                    $"{entry.Symbol.Module.Name}!{entry.Symbol.Name}", trampoline is null ? null : trampoline.MapAddress));
-                functions.Add(new AppliedFunctionInfo($"{entry.Symbol.Module.Name}!{entry.Symbol.Name}", entry.Symbol.Address, entry.PatchAddress,
-                    entry.Function.NewSymbol, newAddress, Convert.ToHexStringLower(entry.Original), Convert.ToHexStringLower(jump.Bytes)));
-            }
-
-            _options.Cancellation.ThrowIfCancellationRequested();
-            var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, null, _options.Cancellation,
-                StackCheckForApply(entries.Select(e => (e.Symbol, e.PatchAddress)), state));
-            // From here threads may run the new code or sit in a trampoline: its memory must outlive any failure.
-            reachable = true;
-            var record = new AppliedPayloadInfo(payload.Name, Path.GetFullPath(payload.File), PayloadState.Applied, DateTimeOffset.UtcNow, null,
-                report.Pause.TotalMicroseconds, report.Threads, functions, blocks.Mapped);
-            try
-            {
-                TargetState.Write(_session, _target, [.. state, record]);
-            }
-            catch
-            {
-                // No record, no patch: put the old bytes back rather than leave a change nobody can list.
-                TextPoker.Poke(_session, _target, [.. sites.Select(s => s with { Expected = s.Replacement, Replacement = s.Expected, GuardLength = JumpLength })], _options.Timeout);
-                throw;
-            }
-            return new ApplyReport(payload.Name, functions, report.Threads, report.Pause, report.Attempts);
+            return PokeApply(loaded.Info, state, -1, loaded.Entries.Select(e => (e.Symbol, e.PatchAddress)), progress);
         }
         catch
         {
-            if (!reachable)
-                FreeAfterFailure(blocks);
+            // Once the jumps were written, threads may run the new code or sit in a trampoline: its memory stays.
+            if (!progress.Poked)
+                FreeAfterFailure(loaded.Blocks);
             throw;
         }
     }
@@ -165,7 +130,7 @@ public sealed partial class LivePatcher : IDisposable
 
         var entry = state[index];
         var sites = entry.Functions.Select(f => new PokeSite(f.PatchAddress, Convert.FromHexString(f.PatchBytes), Convert.FromHexString(f.OriginalBytes), JumpLength, f.Name)).ToList();
-        _options.Cancellation.ThrowIfCancellationRequested();
+        ThrowIfCancelled();
         var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, null, _options.Cancellation, StackCheckForRevert(entry));
         state[index] = entry with { State = PayloadState.Reverted, RevertedAt = DateTimeOffset.UtcNow };
         TargetState.Write(_session, _target, state);
@@ -193,7 +158,7 @@ public sealed partial class LivePatcher : IDisposable
         }
     }
 
-    private sealed record PlannedEntry(PayloadFunction Function, TargetSymbol Symbol, ulong PatchAddress, byte[] Original, byte[] Displaced)
+    private sealed record PlannedEntry(PayloadFunction Function, TargetSymbol Symbol, ulong PatchAddress, byte[] Original, byte[] Displaced, string? StackedOn)
     {
         /// <summary>The whole instructions the jump overlaps: no thread may be left strictly inside them.</summary>
         public int GuardLength => Displaced.Length;
@@ -225,22 +190,28 @@ public sealed partial class LivePatcher : IDisposable
         }
     }
 
-    /// <summary>Finds the old function and checks that a 5-byte jump fits at its entry.</summary>
-    private PlannedEntry PlanEntry(PayloadFunction function, List<AppliedPayloadInfo> state)
+    /// <summary>
+    /// Finds the old function and checks that a 5-byte jump fits at its entry, that it is not denied, and that its entry
+    /// holds what its file has — or the jump of the applied payload on top, which the new one then stacks on. With
+    /// <paramref name="fromOriginal"/> (replace) the entry is planned from the file's bytes, as every payload is reverted.
+    /// </summary>
+    private PlannedEntry PlanEntry(PayloadFunction function, List<AppliedPayloadInfo> state, bool fromOriginal)
     {
         var spec = function.OldModule is null ? function.OldName : $"{function.OldModule}!{function.OldName}";
         var symbol = _target.ResolveSymbol(spec);
         if (!symbol.IsFunction)
             throw new LivePatchException(LivePatchRefusal.NotAFunction, $"'{spec}' in process {Pid} is not a function ({symbol})");
+        RefuseDenied(symbol);
         var code = ReadAvailable(symbol.Address, 64);
-        var limit = symbol.Size == 0 ? code.Length : (int)Math.Min((ulong)code.Length, symbol.Size);
-        var offset = InstructionBoundaries.PatchableEntryOffset(code);
+        var file = FileBytes(symbol.Module, symbol.Address, code.Length);
+        var limit = Math.Min(file.Length, symbol.Size == 0 ? code.Length : (int)Math.Min((ulong)code.Length, symbol.Size));
+        var offset = InstructionBoundaries.PatchableEntryOffset(file);
         if (symbol.Size != 0 && (ulong)(offset + JumpLength) > symbol.Size)
             throw TooShort(symbol, $"it is {symbol.Size} bytes long");
         CoveredInstructions covered;
         try
         {
-            covered = InstructionBoundaries.Cover(code.AsSpan(offset, limit - offset), symbol.Address + (ulong)offset, JumpLength);
+            covered = InstructionBoundaries.Cover(file.AsSpan(offset, limit - offset), symbol.Address + (ulong)offset, JumpLength);
         }
         catch (InvalidInstructionException error)
         {
@@ -249,11 +220,30 @@ public sealed partial class LivePatcher : IDisposable
         if (covered.FlowEndOffset is { } end)
             throw TooShort(symbol, $"its code ends after {offset + end} bytes");
         var patchAddress = symbol.Address + (ulong)offset;
-        if (state.Where(p => p.State == PayloadState.Applied).SelectMany(p => p.Functions.Select(f => (Payload: p, Function: f)))
-                .FirstOrDefault(x => x.Function.PatchAddress == patchAddress) is { Payload: not null } holder)
-            throw new LivePatchException(LivePatchRefusal.AlreadyReplaced,
-                $"{symbol.Module.Name}!{symbol.Name} in process {Pid} is already replaced by payload '{holder.Payload.Name}'; revert it first");
-        return new PlannedEntry(function, symbol, patchAddress, code.AsSpan(offset, JumpLength).ToArray(), code.AsSpan(offset, covered.Length).ToArray());
+        var name = $"{symbol.Module.Name}!{symbol.Name}";
+        var entry = code.AsSpan(offset, covered.Length);
+        var top = state.LastOrDefault(p => p.State == PayloadState.Applied && p.Functions.Any(f => f.PatchAddress == patchAddress));
+        var topJump = top?.Functions.First(f => f.PatchAddress == patchAddress).PatchBytes;
+        var stacked = topJump is not null && entry[..JumpLength].SequenceEqual(Convert.FromHexString(topJump));
+        if (!stacked && !entry.SequenceEqual(file.AsSpan(offset, covered.Length)))
+            throw new LivePatchException(LivePatchRefusal.CodeChanged,
+                $"{name} in process {Pid} holds {Convert.ToHexStringLower(entry)} at its entry 0x{patchAddress:x}, not the {Convert.ToHexStringLower(file.AsSpan(offset, covered.Length))} of its file{(top is null ? "" : $" nor the jump of payload '{top.Name}'")}: another tool changed it; refusing to patch over it");
+        if (fromOriginal || !stacked)
+            return new PlannedEntry(function, symbol, patchAddress, file.AsSpan(offset, JumpLength).ToArray(), file.AsSpan(offset, covered.Length).ToArray(), null);
+        // On top of another payload: the jump is what the new one replaces (and what its original calls).
+        return new PlannedEntry(function, symbol, patchAddress, entry[..JumpLength].ToArray(), entry[..JumpLength].ToArray(), top!.Name);
+    }
+
+    /// <summary>Functions livepatch itself makes the target run (its system calls), and the user's deny list.</summary>
+    private void RefuseDenied(TargetSymbol symbol)
+    {
+        var name = $"{symbol.Module.Name}!{symbol.Name}";
+        if (_options.Deny.Any(d => d == symbol.Name || d == name))
+            throw new LivePatchException(LivePatchRefusal.Denied, $"{name} in process {Pid} is on the deny list; refusing to patch it");
+        var syscall = _session.SyscallInstruction;
+        if (syscall >= symbol.Address && syscall < symbol.Address + Math.Max(symbol.Size, 1))
+            throw new LivePatchException(LivePatchRefusal.Denied,
+                $"{name} in process {Pid} holds the system call instruction livepatch makes the target execute (0x{syscall:x}); refusing to patch it");
     }
 
     private LivePatchException TooShort(TargetSymbol symbol, string why) =>

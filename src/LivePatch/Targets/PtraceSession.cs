@@ -77,6 +77,9 @@ internal sealed partial class PtraceSession : IDisposable
     /// <summary>Runs <paramref name="work"/> on the tracer thread (where all ptrace requests must be made).</summary>
     public T OnTracer<T>(Func<T> work) => _tracer.Invoke(work);
 
+    /// <summary>The <c>syscall</c> instruction <see cref="Syscall"/> makes the target execute (found once; reads memory only).</summary>
+    public ulong SyscallInstruction => _syscallInstruction ??= FindInExecutableMemory([0x0f, 0x05], "syscall instruction");
+
     /// <summary>The threads currently stopped by this session.</summary>
     public IReadOnlyList<int> StoppedThreads => [.. _threads.Values.Where(t => t.Stopped).Select(t => t.Tid)];
 
