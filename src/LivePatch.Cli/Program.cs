@@ -6,8 +6,12 @@ var root = new RootCommand("""
     Each command's help lists its exit codes; docs/cli.md explains them.
     """)
 {
+    LiveCommands.Load(),
     LiveCommands.Apply(),
     LiveCommands.Revert(),
+    LiveCommands.Replace(),
+    LiveCommands.Unload(),
+    LiveCommands.Check(),
     LiveCommands.List(),
     DemoCommand.Create(),
     SitesCommand.Create(),

@@ -13,17 +13,22 @@ internal static partial class LiveCommands
     public static Command Apply()
     {
         var pid = PidArgument();
-        var file = new Argument<FileInfo>("payload") { Description = "The payload object (gcc -c -fPIC -ffunction-sections ...)." };
+        var file = new Argument<string>("payload")
+        {
+            Description = "A payload object (gcc -c -fPIC -ffunction-sections ...) to load and apply, or the name of a payload loaded or reverted earlier.",
+        };
         var timeout = TimeoutOption();
         var consistency = ConsistencyOption();
-        var command = new Command("apply", $"Load a payload into a running process and redirect its functions to the new code, with every thread stopped.\n{ExitCodes.Help}")
+        var (force, deny) = (ForceOption(), DenyOption());
+        var command = new Command("apply", $"Redirect the functions of a payload to its new code, with every thread stopped: a payload object (loaded first), or a payload loaded or reverted earlier, by name.\n{ExitCodes.Help}")
         {
-            pid, file, timeout, consistency,
+            pid, file, timeout, consistency, force, deny,
         };
         command.SetAction(parse => Run(cancellation =>
         {
-            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), parse.GetValue(consistency), cancellation));
-            var report = patcher.Apply(parse.GetValue(file)!.FullName);
+            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), parse.GetValue(consistency), parse.GetValue(force), parse.GetValue(deny), cancellation));
+            var argument = parse.GetValue(file)!;
+            var report = IsObjectFile(argument) ? patcher.Apply(Path.GetFullPath(argument)) : patcher.ApplyLoaded(argument);
             Console.WriteLine($"applied {report.Payload} to {patcher.Pid}: {Functions(report.Functions)}; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
         }));
         return command;
@@ -109,7 +114,7 @@ internal static partial class LiveCommands
     {
         var pid = PidArgument();
         var json = new Option<bool>("--json") { Description = "Print the record as JSON." };
-        var command = new Command("list", $"Show the payloads recorded in a process: state, functions (old -> new), applied at, pause. Needs no ptrace.\n{ExitCodes.Help}")
+        var command = new Command("list", $"Show the payloads recorded in a process: state (loaded, applied, reverted), functions (old -> new), build-ids, applied at, pause. Needs no ptrace.\n{ExitCodes.Help}")
         {
             pid, json,
         };
@@ -133,14 +138,15 @@ internal static partial class LiveCommands
 
     internal static void Print(IReadOnlyList<AppliedPayloadInfo> payloads)
     {
-        var table = new Table().AddColumns("payload", "state", "functions (old -> new)", "applied at (UTC)", "pause");
+        var table = new Table().AddColumns("payload", "state", "functions (old -> new)", "build-ids", "applied at (UTC)", "pause");
         foreach (var payload in payloads)
             table.AddRow(
                 Markup.Escape(payload.Name),
-                payload.State == PayloadState.Applied ? "[green]applied[/]" : "[grey]reverted[/]",
+                payload.State switch { PayloadState.Applied => "[green]applied[/]", PayloadState.Loaded => "[yellow]loaded[/]", _ => "[grey]reverted[/]" },
                 Markup.Escape(string.Join("\n", payload.Functions.Select(f => $"{f.Name} 0x{f.OldAddress:x} -> {f.NewSymbol} 0x{f.NewAddress:x}"))),
+                Markup.Escape(payload.BuildIds.Count == 0 ? "-" : string.Join("\n", payload.BuildIds.Select(b => $"{b.Module} {b.Actual}{(b.Forced ? $" (forced; built for {b.Expected})" : "")}"))),
                 payload.AppliedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "-",
-                $"{payload.PauseMicroseconds:0} µs");
+                payload.State == PayloadState.Loaded ? "-" : $"{payload.PauseMicroseconds:0} µs");
         AnsiConsole.Write(table);
     }
 
