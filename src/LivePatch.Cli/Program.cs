@@ -20,7 +20,11 @@ var root = new RootCommand("""
     LiveCommands.CallSites(),
     CpuCommand.Create(),
 };
-// Piped or redirected, Spectre.Console assumes 80 columns and folds every table cell; a log or a pager has room.
+// Piped or redirected, Spectre.Console assumes 80 columns and folds every table cell (a log or a pager has room),
+// and with TERM set it would still write colour escapes into the file.
 if (Console.IsOutputRedirected)
+{
     Spectre.Console.AnsiConsole.Profile.Width = 240;
+    Spectre.Console.AnsiConsole.Profile.Capabilities.Ansi = false;
+}
 return root.Parse(args).Invoke();
