@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using LivePatch.Targets;
 
@@ -44,8 +45,9 @@ internal sealed record StackScan(IReadOnlyList<StackHit> Hits, IReadOnlyList<str
 /// (from RSP to the end of the mapping that holds RSP: <c>[stack]</c> for the main thread, an anonymous mapping for the
 /// others) that is an address in a range. Conservative: any aligned word that looks like a return address into a range
 /// counts, so a stale value left in a live frame can delay or fail a change, but no live frame is missed. Each thread's
-/// stack is read with one <c>/proc/PID/mem</c> read into a reused buffer; the memory map is read once per scan, inside
-/// the stop, because threads created or ended meanwhile map and unmap stacks.
+/// stack is read with one <c>/proc/PID/mem</c> read into a reused buffer; the mappings are read once per scan, inside
+/// the stop, because threads created or ended meanwhile map and unmap stacks. The scan runs once or a few times per
+/// process, so its loops are compiled optimized at once rather than left to tiered compilation's first tier.
 /// </summary>
 internal sealed class StackScanner
 {
@@ -56,6 +58,7 @@ internal sealed class StackScanner
     public const int MaxHits = 64;
 
     private readonly TargetProcess _target;
+    private readonly MappingBounds _mappings;
     private readonly CodeRange[] _ranges;
     private readonly ulong _lowest;
     private readonly ulong _highest;
@@ -69,6 +72,7 @@ internal sealed class StackScanner
         ArgumentNullException.ThrowIfNull(target);
         ArgumentOutOfRangeException.ThrowIfLessThan(limit, 8);
         _target = target;
+        _mappings = new MappingBounds(target.Pid);
         _limit = limit;
         _ranges = [.. ranges.OrderBy(r => r.Start)];
         for (var i = 0; i < _ranges.Length; i++)
@@ -93,6 +97,7 @@ internal sealed class StackScanner
     /// Scans every stopped thread: its RIP, then its live stack, stopping at a thread's first hit unless
     /// <paramref name="everyHit"/>. Runs inside the stop, on the tracer thread.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public StackScan Scan(IReadOnlyList<StoppedThread> threads, bool everyHit = false)
     {
         ArgumentNullException.ThrowIfNull(threads);
@@ -101,7 +106,21 @@ internal sealed class StackScanner
         long scanned = 0;
         if (_ranges.Length == 0)
             return new StackScan(hits, unproven, 0);
-        var map = _target.ReadMemoryMap();
+        _mappings.Refresh();
+        try
+        {
+            ScanThreads(threads, everyHit, hits, unproven, ref scanned);
+        }
+        finally
+        {
+            _mappings.Release();
+        }
+        return new StackScan(hits, unproven, scanned);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ScanThreads(IReadOnlyList<StoppedThread> threads, bool everyHit, List<StackHit> hits, List<string> unproven, ref long scanned)
+    {
         foreach (var thread in threads)
         {
             if (RangeAt(thread.Rip) is { } running)
@@ -110,7 +129,7 @@ internal sealed class StackScanner
                 if (!everyHit)
                     continue;
             }
-            if (map.Find(thread.Rsp) is not { } stack)
+            if (_mappings.Find(thread.Rsp) is not { } stack)
             {
                 unproven.Add($"thread {thread.Tid}: its rsp 0x{thread.Rsp:x} is in no mapping, so its stack cannot be scanned");
                 continue;
@@ -135,17 +154,27 @@ internal sealed class StackScanner
             }
             scanned += (long)length;
             var words = MemoryMarshal.Cast<byte, ulong>(bytes);
-            for (var i = 0; i < words.Length; i++)
+            for (var i = NextCandidate(words, 0); i < words.Length; i = NextCandidate(words, i + 1))
             {
-                var word = words[i];
-                if (word < _lowest || word >= _highest || RangeAt(word) is not { } range)
+                if (RangeAt(words[i]) is not { } range)
                     continue;
-                Add(hits, new StackHit(thread.Tid, range, word, from + (ulong)i * 8, thread.Rsp));
+                Add(hits, new StackHit(thread.Tid, range, words[i], from + (ulong)i * 8, thread.Rsp));
                 if (!everyHit)
                     break; // one hit is enough to name the thread
             }
         }
-        return new StackScan(hits, unproven, scanned);
+    }
+
+    /// <summary>The index of the first word from <paramref name="start"/> between the lowest and highest range bounds, or the length.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private int NextCandidate(ReadOnlySpan<ulong> words, int start)
+    {
+        var lowest = _lowest;
+        var span = _highest - lowest;
+        for (var i = start; i < words.Length; i++)
+            if (words[i] - lowest < span) // one unsigned comparison: below lowest wraps around to a large value
+                return i;
+        return words.Length;
     }
 
     private static string Size(long bytes) => bytes >= 1 << 20 ? $"{bytes >> 20} MiB" : bytes >= 1 << 10 ? $"{bytes >> 10} KiB" : $"{bytes} bytes";
