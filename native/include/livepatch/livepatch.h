@@ -12,16 +12,15 @@
 
 #include <stdint.h>
 
-/* Record kinds (the "kind" field). The loader refuses the reserved ones with
- * "not supported yet". */
+/* Record kinds (the "kind" field); the loader refuses any other. */
 #define LIVEPATCH_KIND_REPLACE          1u /* a = old name ("name" or "module!name"), b = new function */
-#define LIVEPATCH_KIND_ORIGINAL         2u /* reserved: pointer that will receive the old function */
+#define LIVEPATCH_KIND_ORIGINAL         2u /* a = old name, b = undefined symbol resolved to the old code's trampoline */
 #define LIVEPATCH_KIND_DEPENDS          3u /* a = name of a payload that must be applied first */
 #define LIVEPATCH_KIND_TARGET_BUILD_ID  4u /* a = module name, b = expected build-id in hex */
-#define LIVEPATCH_KIND_PRE_APPLY        5u /* reserved: hook run before apply */
-#define LIVEPATCH_KIND_POST_APPLY       6u /* reserved: hook run after apply */
-#define LIVEPATCH_KIND_PRE_REVERT       7u /* reserved: hook run before revert */
-#define LIVEPATCH_KIND_POST_REVERT      8u /* reserved: hook run after revert */
+#define LIVEPATCH_KIND_PRE_APPLY        5u /* a = int hook(void) run before apply; non-zero vetoes */
+#define LIVEPATCH_KIND_POST_APPLY       6u /* a = void hook(void) run after apply */
+#define LIVEPATCH_KIND_PRE_REVERT       7u /* a = int hook(void) run before revert; non-zero vetoes */
+#define LIVEPATCH_KIND_POST_REVERT      8u /* a = void hook(void) run after revert */
 
 /* One record: 24 bytes, 8-byte aligned, little-endian. "size" is always
  * sizeof(struct livepatch_record) so that readers can validate it. */
@@ -62,5 +61,46 @@ struct livepatch_record {
  */
 #define LIVEPATCH_TARGET_BUILD_ID(module, build_id) \
     LIVEPATCH_RECORD_(LIVEPATCH_KIND_TARGET_BUILD_ID, "" module, "" build_id)
+
+/*
+ * LIVEPATCH_ORIGINAL(old_function, original): declares original, a function of old_function's type, that runs the
+ * code old_function had before this payload: the instructions the jump displaced, relocated into a trampoline near
+ * the target, then a jump back into old_function after them. Declare old_function first (extern, under the target's
+ * name; static functions of the target too) and replace it in the same payload. Calling old_function itself would
+ * enter the new function again.
+ *     extern int compute(int);
+ *     LIVEPATCH_ORIGINAL(compute, original_compute);
+ *     static int compute_logged(int x) { calls++; return original_compute(x); }
+ *     LIVEPATCH_REPLACE("compute", compute_logged);
+ */
+#define LIVEPATCH_ORIGINAL(old_function, original) \
+    extern __typeof__(old_function) original;      \
+    LIVEPATCH_RECORD_(LIVEPATCH_KIND_ORIGINAL, #old_function, (original))
+
+/*
+ * Hooks: functions of the payload that the target runs, on one of its threads (hijacked while the others run on),
+ * at a step of apply or revert; at most one of each kind per payload. docs/payloads.md has their contract: short,
+ * no locks the program may hold (no malloc, no stdio), no signals, no thread creation.
+ *   LIVEPATCH_PRE_APPLY(int hook(void)): once the payload is linked into the target, before any function is
+ *     redirected; a non-zero return vetoes the apply (refused with that code, the payload's memory freed).
+ *   LIVEPATCH_POST_APPLY(void hook(void)): once the payload is applied and recorded.
+ *   LIVEPATCH_PRE_REVERT(int hook(void)): before any function is restored; a non-zero return vetoes the revert.
+ *   LIVEPATCH_POST_REVERT(void hook(void)): once the payload is reverted and recorded.
+ */
+/* The typedef checks the hook's type: a wrong one fails to compile with "size of array
+ * 'livepatch_hook_must_be_int_hook_void_N' is negative" (a C99-clean static assertion). */
+#define LIVEPATCH_HOOK_(record_kind, hook, hook_type, type_check)                            \
+    typedef char LIVEPATCH_CONCAT_(type_check, __COUNTER__)                                   \
+        [__builtin_types_compatible_p(__typeof__(hook), hook_type) ? 1 : -1];                 \
+    LIVEPATCH_RECORD_(record_kind, (hook), 0)
+
+#define LIVEPATCH_PRE_APPLY(hook) \
+    LIVEPATCH_HOOK_(LIVEPATCH_KIND_PRE_APPLY, hook, int(void), livepatch_hook_must_be_int_hook_void_)
+#define LIVEPATCH_POST_APPLY(hook) \
+    LIVEPATCH_HOOK_(LIVEPATCH_KIND_POST_APPLY, hook, void(void), livepatch_hook_must_be_void_hook_void_)
+#define LIVEPATCH_PRE_REVERT(hook) \
+    LIVEPATCH_HOOK_(LIVEPATCH_KIND_PRE_REVERT, hook, int(void), livepatch_hook_must_be_int_hook_void_)
+#define LIVEPATCH_POST_REVERT(hook) \
+    LIVEPATCH_HOOK_(LIVEPATCH_KIND_POST_REVERT, hook, void(void), livepatch_hook_must_be_void_hook_void_)
 
 #endif /* LIVEPATCH_LIVEPATCH_H */

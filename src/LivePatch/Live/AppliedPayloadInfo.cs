@@ -43,6 +43,9 @@ public sealed record AppliedPayloadInfo(
 
     /// <summary>SHA-256 of the writable data as loaded, lowercase hex.</summary>
     public string? DataHash { get; init; }
+
+    /// <summary>Its hooks (<c>LIVEPATCH_PRE_APPLY</c>...) where they were linked, run at each apply and revert.</summary>
+    public IReadOnlyList<AppliedHookInfo> Hooks { get; init; } = [];
 }
 
 /// <summary>A build-id a payload requires and what the process holds.</summary>

@@ -35,6 +35,12 @@ public enum LivePatchRefusal
     Denied,
     /// <summary>The payload is applied: revert it before unloading it.</summary>
     StillApplied,
+    /// <summary>The payload's pre-apply or pre-revert hook returned non-zero: the action was not taken.</summary>
+    VetoedByHook,
+    /// <summary>A hook of the payload crashed in the target; it was abandoned and its thread put back (a post hook's action was still taken).</summary>
+    HookFailed,
+    /// <summary>The payload calls the original of a function whose displaced instructions cannot be moved to a trampoline.</summary>
+    OriginalUnavailable,
     /// <summary>Lock prefixes cannot be dropped: more than one thread may run at once (several threads on several CPUs).</summary>
     ThreadsOnSeveralCpus,
     /// <summary>A call site's ops slot changed between the backend's choice and the write (the program was setting its ops table).</summary>

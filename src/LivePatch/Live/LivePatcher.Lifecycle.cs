@@ -90,7 +90,8 @@ public sealed partial class LivePatcher
         var layout = PayloadLayout.Compute(payload);
         var near = entries.Min(e => e.PatchAddress) & ~0xfffUL;
         var text = near - 0x100_0000;
-        PayloadLinker.Link(payload, layout, text, text - 0x40_0000, text - 0x80_0000, name => ResolveForPayload(name, entries));
+        PayloadLinker.Link(payload, layout, text, text - 0x40_0000, text - 0x80_0000, name => ResolveOriginal(payload, entries, text - 0xc0_0000, name) ?? ResolveForPayload(name, entries));
+        results.AddRange(CheckOriginals(payload, entries, text - 0xc0_0000));
         results.Add(new("link", $"{layout.Text.Size} bytes of code, {layout.ReadOnly.Size} read-only, {layout.Data.Size} writable: every symbol resolved, every relocation reaches"));
         return results;
     }
@@ -162,6 +163,7 @@ public sealed partial class LivePatcher
                 sites.Add(new PokeSite(address, current, final, pristine && mine is not null ? Convert.FromHexString(mine.DisplacedBytes!).Length : JumpLength,
                     mine?.Name ?? old!.Name, pristine && mine is not null ? MoveThreadFor(mine) : null));
             }
+            RunHooksBeforeReplace(applied, loaded.Info);
             ThrowIfCancelled();
             var symbols = loaded.Entries.Select(e => (e.Symbol, e.PatchAddress)).ToList();
             var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, null, _options.Cancellation, StackCheckForReplace(symbols, applied));
@@ -178,6 +180,7 @@ public sealed partial class LivePatcher
                 TextPoker.Poke(_session, _target, [.. sites.Select(s => s with { Expected = s.Replacement, Replacement = s.Expected, GuardLength = JumpLength, MoveThread = null })], _options.Timeout);
                 throw;
             }
+            RunHooksAfterReplace(applied, loaded.Info);
             return new ReplaceReport(payload.Name, [.. applied.Select(p => p.Name)], loaded.Info.Functions, report.Threads, report.Pause, report.Attempts);
         }
         catch
@@ -244,7 +247,8 @@ public sealed partial class LivePatcher
         var blocks = Allocate(layout, entries);
         try
         {
-            var linked = PayloadLinker.Link(payload, layout, blocks.Text, blocks.ReadOnly, blocks.Data, name => ResolveForPayload(name, entries));
+            var linked = PayloadLinker.Link(payload, layout, blocks.Text, blocks.ReadOnly, blocks.Data,
+                name => ResolveOriginal(payload, entries, blocks.Trampolines, name) ?? ResolveForPayload(name, entries));
             foreach (var region in new[] { linked.Text, linked.ReadOnly, linked.Data })
                 if (region.Bytes.Length > 0)
                     _target.WriteMemory(region.Address, region.Bytes);
@@ -257,6 +261,7 @@ public sealed partial class LivePatcher
                 jump.WriteJump(newAddress);
                 var trampolineAddress = blocks.Trampolines + (ulong)(i * TrampolineSize);
                 var trampoline = WriteTrampoline(entry, trampolineAddress);
+                RequireOriginal(payload, entry, trampolineAddress, trampoline);
                 functions.Add(new AppliedFunctionInfo($"{entry.Symbol.Module.Name}!{entry.Symbol.Name}", entry.Symbol.Address, entry.PatchAddress,
                     entry.Function.NewSymbol, newAddress, Convert.ToHexStringLower(entry.Original), Convert.ToHexStringLower(jump.Bytes))
                 {
@@ -273,6 +278,7 @@ public sealed partial class LivePatcher
                 DataAddress = linked.Data.Address,
                 DataLength = data.Length,
                 DataHash = data.Length == 0 ? null : Convert.ToHexStringLower(SHA256.HashData(data)),
+                Hooks = LinkedHooks(payload, linked),
             };
             return new LoadedPayload(info, entries, blocks);
         }
@@ -289,6 +295,7 @@ public sealed partial class LivePatcher
     {
         var sites = info.Functions.Select(f => new PokeSite(f.PatchAddress, Convert.FromHexString(f.OriginalBytes), Convert.FromHexString(f.PatchBytes),
             f.DisplacedBytes is null ? JumpLength : Convert.FromHexString(f.DisplacedBytes).Length, f.Name, MoveThreadFor(f))).ToList();
+        RunHook(info, PayloadHookKind.PreApply);
         ThrowIfCancelled();
         var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, null, _options.Cancellation, StackCheckForApply(symbols, state));
         progress?.Poked = true;
@@ -308,6 +315,7 @@ public sealed partial class LivePatcher
             TextPoker.Poke(_session, _target, [.. sites.Select(s => s with { Expected = s.Replacement, Replacement = s.Expected, GuardLength = JumpLength, MoveThread = null })], _options.Timeout);
             throw;
         }
+        RunHook(applied, PayloadHookKind.PostApply);
         return new ApplyReport(info.Name, info.Functions, report.Threads, report.Pause, report.Attempts);
     }
 

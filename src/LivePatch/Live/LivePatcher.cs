@@ -29,6 +29,9 @@ public sealed class LivePatchOptions
 
     /// <summary>Functions never to patch, as <c>name</c> or <c>module!name</c> (besides those livepatch itself makes the target run).</summary>
     public IReadOnlyList<string> Deny { get; init; } = [];
+
+    /// <summary>How long a payload's hook may run in the target before it is abandoned and the action fails (default 1 s).</summary>
+    public TimeSpan HookTimeout { get; init; } = TimeSpan.FromSeconds(1);
 }
 
 /// <summary>
@@ -130,10 +133,12 @@ public sealed partial class LivePatcher : IDisposable
 
         var entry = state[index];
         var sites = entry.Functions.Select(f => new PokeSite(f.PatchAddress, Convert.FromHexString(f.PatchBytes), Convert.FromHexString(f.OriginalBytes), JumpLength, f.Name)).ToList();
+        RunHook(entry, PayloadHookKind.PreRevert);
         ThrowIfCancelled();
         var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, null, _options.Cancellation, StackCheckForRevert(entry));
         state[index] = entry with { State = PayloadState.Reverted, RevertedAt = DateTimeOffset.UtcNow };
         TargetState.Write(_session, _target, state);
+        RunHook(entry, PayloadHookKind.PostRevert);
         return new RevertReport(name, entry.Functions, report.Threads, report.Pause, report.Attempts);
     }
 

@@ -8,7 +8,7 @@ namespace LivePatch.Live;
 /// A payload: an x86-64 ELF relocatable object compiled from C with <c>livepatch.h</c>, whose
 /// <c>.livepatch.funcs</c> records name the target functions it replaces. Loading validates everything.
 /// </summary>
-public sealed class Payload
+public sealed partial class Payload
 {
     /// <summary>The section the <c>LIVEPATCH_*</c> macros write their records into.</summary>
     public const string RecordSection = ".livepatch.funcs";
@@ -82,7 +82,10 @@ public sealed class Payload
         }
 
         var records = ReadRecords(elf, name);
-        return new Payload(name, elf, [.. records.Functions]) { Depends = records.Depends, TargetBuildIds = records.BuildIds };
+        return new Payload(name, elf, [.. records.Functions])
+        {
+            Depends = records.Depends, TargetBuildIds = records.BuildIds, Originals = records.Originals, Hooks = records.Hooks,
+        };
     }
 
     /// <summary>Returns <see cref="Name"/>.</summary>
@@ -94,6 +97,8 @@ public sealed class Payload
         public List<PayloadFunction> Functions { get; } = [];
         public List<string> Depends { get; } = [];
         public List<PayloadBuildId> BuildIds { get; } = [];
+        public List<PayloadOriginal> Originals { get; } = [];
+        public List<PayloadHook> Hooks { get; } = [];
     }
 
     private static Records ReadRecords(ElfFile elf, string file)
@@ -135,8 +140,12 @@ public sealed class Payload
                 case PayloadRecordKind.TargetBuildId:
                     records.BuildIds.Add(ReadBuildId(elf, file, relocations, offset, where));
                     break;
-                case PayloadRecordKind.Original or (>= PayloadRecordKind.PreApply and <= PayloadRecordKind.PostRevert):
-                    throw new PayloadException(file, $"record at {where} has kind {kind} ({KindName((PayloadRecordKind)kind)}), which is not supported yet");
+                case PayloadRecordKind.Original:
+                    records.Originals.Add(ReadOriginal(elf, file, relocations, offset, where));
+                    break;
+                case >= PayloadRecordKind.PreApply and <= PayloadRecordKind.PostRevert:
+                    records.Hooks.Add(ReadHook(elf, file, relocations, offset, where, (PayloadRecordKind)kind));
+                    break;
                 default:
                     throw new PayloadException(file, $"record at {where} has unknown kind {kind}");
             }
@@ -148,6 +157,8 @@ public sealed class Payload
         }
 
         RefuseDuplicates(functions, file);
+        BindOriginals(records.Originals, functions, file);
+        RefuseDuplicateHooks(records.Hooks, file);
         return records;
     }
 

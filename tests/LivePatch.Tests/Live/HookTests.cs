@@ -1,0 +1,162 @@
+using System.Globalization;
+using LivePatch.Live;
+using LivePatch.Targets;
+using LivePatch.Tests.Fixtures;
+using LivePatch.Tests.Targets;
+
+namespace LivePatch.Tests.Live;
+
+/// <summary>
+/// Payload hooks on running processes (fixtures in tests/fixtures/live/hooks/): each runs once at its step, in the
+/// target, on a hijacked thread while the others run; a pre hook vetoes; a hook that hangs or crashes is abandoned
+/// with a clear error and the target running.
+/// </summary>
+[Collection(ProcessTests.Name)]
+public class HookTests
+{
+    private static string Build(string name) => LivePatcherTests.BuildPayload($"live/hooks/{name}.c");
+
+    private static RunningTarget StartWorker() => RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "4");
+
+    private static byte[] Code(int pid, ulong address)
+    {
+        using var target = TargetProcess.Open(pid);
+        return target.ReadMemory(address, 16);
+    }
+
+    [Fact]
+    public void A_vetoing_pre_apply_hook_refuses_apply_with_its_code_redirects_nothing_and_frees_the_payload()
+    {
+        using var worker = StartWorker();
+        worker.AssertValueBecomes("compute", 3);
+        var compute = worker.ReadyAddress("compute");
+        var code = Code(worker.Pid, compute);
+        var maps = File.ReadAllLines($"/proc/{worker.Pid}/maps");
+
+        using (var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
+        {
+            var error = Assert.Throws<LivePatchException>(() => patcher.Apply(Build("veto")));
+
+            Assert.Equal(LivePatchRefusal.VetoedByHook, error.Refusal);
+            Assert.Contains("payload 'veto': its pre-apply hook refuse", error.Message, StringComparison.Ordinal);
+            Assert.Contains("returned 3: apply refused, nothing was redirected", error.Message, StringComparison.Ordinal);
+            Assert.Empty(patcher.List());
+        }
+
+        Assert.Equal(code, Code(worker.Pid, compute));
+        Assert.Equal(maps, File.ReadAllLines($"/proc/{worker.Pid}/maps"));
+        worker.AssertValueBecomes("compute", 3);
+    }
+
+    [Fact]
+    public void Each_hook_runs_once_at_its_step_and_a_pre_revert_veto_keeps_the_payload_applied()
+    {
+        using var worker = StartWorker();
+        worker.AssertValueBecomes("counter", 0);
+
+        using (var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
+        {
+            patcher.Apply(Build("steps"));
+
+            worker.AssertValueBecomes("counter", 1001); // pre-apply set 1000, post-apply added 1
+            worker.AssertValueBecomes("compute", 102);
+            var recorded = Assert.Single(patcher.List()).Hooks;
+            Assert.Equal(["before_apply", "after_apply", "before_revert", "after_revert"], recorded.OrderBy(h => h.Kind).Select(h => h.Symbol));
+
+            var veto = Assert.Throws<LivePatchException>(() => patcher.Revert("steps"));
+
+            Assert.Equal(LivePatchRefusal.VetoedByHook, veto.Refusal);
+            Assert.Contains("its pre-revert hook before_revert", veto.Message, StringComparison.Ordinal);
+            Assert.Contains("returned 7: revert refused, the payload stays applied", veto.Message, StringComparison.Ordinal);
+            Assert.Equal(PayloadState.Applied, Assert.Single(patcher.List()).State);
+            worker.AssertValueBecomes("compute", 102);
+        }
+
+        // A later livepatch run finds the hooks in the record.
+        using (var later = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
+            later.Revert("steps");
+
+        worker.AssertValueBecomes("counter", 1111); // pre-revert added 10, post-revert 100
+        worker.AssertValueBecomes("compute", 3);
+    }
+
+    [Theory]
+    [InlineData("read")]
+    [InlineData("sleep")]
+    public void Hooks_run_on_a_thread_parked_in_a_system_call_which_then_goes_on_as_before(string mode)
+    {
+        using var target = RemoteCallTests.StartCalls(mode);
+        target.AssertValueBecomes("value", 7);
+        using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
+
+        patcher.Apply(Build("parked"));
+        target.AssertValueBecomes("hooked", 12);
+        target.AssertValueBecomes("value", 8);
+        patcher.Revert("parked");
+
+        target.AssertValueBecomes("hooked", 1234);
+        target.AssertValueBecomes("value", 7);
+        // read() kept every byte in order and nanosleep() slept its whole 20 ms each time.
+        target.AssertValueBecomes("errors", 0);
+    }
+
+    [Fact]
+    public void A_pre_apply_hook_that_never_returns_times_out_with_nothing_redirected_and_the_target_running()
+    {
+        using var worker = StartWorker();
+        var compute = worker.ReadyAddress("compute");
+        var code = Code(worker.Pid, compute);
+        var maps = File.ReadAllLines($"/proc/{worker.Pid}/maps");
+        var options = new LivePatchOptions { Timeout = ProcessTests.Generous.Timeout, HookTimeout = TimeSpan.FromMilliseconds(200) };
+
+        using (var patcher = LivePatcher.Attach(worker.Pid, options))
+        {
+            var error = Assert.Throws<TargetException>(() => patcher.Apply(Build("endless")));
+
+            Assert.Equal(TargetError.Timeout, error.Error);
+            Assert.Contains("payload 'endless': its pre-apply hook endless", error.Message, StringComparison.Ordinal);
+            Assert.Contains("did not return within 200 ms: it was abandoned and the thread put back where it was", error.Message, StringComparison.Ordinal);
+            Assert.EndsWith("apply refused, nothing was redirected", error.Message, StringComparison.Ordinal);
+            Assert.Empty(patcher.List());
+        }
+
+        Assert.Equal(code, Code(worker.Pid, compute));
+        Assert.Equal(maps, File.ReadAllLines($"/proc/{worker.Pid}/maps"));
+        worker.AssertValueBecomes("compute", 3);
+        var calls = worker.NextValue("calls");
+        Assert.True(worker.NextValue("calls") > calls, "the threads run on");
+    }
+
+    [Fact]
+    public void A_post_apply_hook_that_crashes_is_reported_and_the_payload_stays_applied_in_a_living_target()
+    {
+        using var worker = StartWorker();
+        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+
+        var error = Assert.Throws<LivePatchException>(() => patcher.Apply(Build("crash")));
+
+        Assert.Equal(LivePatchRefusal.HookFailed, error.Refusal);
+        Assert.Contains("its post-apply hook crash", error.Message, StringComparison.Ordinal);
+        Assert.Contains("crashed with SIGSEGV", error.Message, StringComparison.Ordinal);
+        Assert.Contains("(address 0x10)", error.Message, StringComparison.Ordinal);
+        Assert.EndsWith("the payload is applied", error.Message, StringComparison.Ordinal);
+        Assert.Equal(PayloadState.Applied, Assert.Single(patcher.List()).State);
+        worker.AssertValueBecomes("compute", 102);
+        patcher.Revert("crash");
+        worker.AssertValueBecomes("compute", 3);
+        Assert.False(worker.HasExited);
+    }
+
+    [Fact]
+    public void The_command_exits_4_on_a_veto_naming_the_hook_and_its_code()
+    {
+        using var worker = StartWorker();
+
+        var result = LivepatchCli.Run("apply", worker.Pid.ToString(CultureInfo.InvariantCulture), Build("veto"), "--timeout", "2000");
+
+        Assert.Equal(4, result.ExitCode);
+        Assert.Contains("its pre-apply hook refuse", result.Error, StringComparison.Ordinal);
+        Assert.Contains("returned 3", result.Error, StringComparison.Ordinal);
+        worker.AssertValueBecomes("compute", 3);
+    }
+}
