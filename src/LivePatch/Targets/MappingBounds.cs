@@ -15,6 +15,10 @@ namespace LivePatch.Targets;
 internal sealed class MappingBounds
 {
     private const long SysIoctl = 16;
+    private const long SysOpenAt = 257;
+    private const long SysClose = 3;
+    private const long AtCurrentDirectory = -100;
+    private const long OpenReadOnlyCloseOnExec = 0x80000;
     private const int Enotty = 25;
     private const int Einval = 22;
 
@@ -23,6 +27,8 @@ internal sealed class MappingBounds
 
     private readonly int _pid;
     private readonly string _path;
+    private readonly byte[] _pathBytes;
+    private long _fd = -1;
     private SafeFileHandle? _handle;
     private bool _textOnly;
     private byte[] _text = new byte[16 << 10];
@@ -34,6 +40,7 @@ internal sealed class MappingBounds
     {
         _pid = pid;
         _path = $"/proc/{pid}/maps";
+        _pathBytes = System.Text.Encoding.UTF8.GetBytes(_path + "\0");
         _textOnly = readText;
     }
 
@@ -48,22 +55,27 @@ internal sealed class MappingBounds
     public void Refresh()
     {
         Release();
-        try
+        if (_textOnly)
         {
-            _handle = File.OpenHandle(_path);
-            if (_textOnly)
-                ReadText(_handle);
+            OpenText();
+            return;
         }
-        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        // A bare openat: the ioctl needs only the descriptor, and a managed file handle costs several system calls more.
+        unsafe
         {
-            Release();
-            throw new TargetException(Directory.Exists($"/proc/{_pid}") ? TargetError.SystemCallFailed : TargetError.Exited, _pid, $"process {_pid}: cannot read {_path}: {error.Message}");
+            fixed (byte* path = _pathBytes)
+                _fd = Libc.Syscall3(SysOpenAt, AtCurrentDirectory, (long)path, OpenReadOnlyCloseOnExec);
         }
+        if (_fd < 0)
+            throw Failure(Libc.ErrorText(Marshal.GetLastPInvokeError()));
     }
 
     /// <summary>Closes the maps file.</summary>
     public void Release()
     {
+        if (_fd >= 0)
+            Libc.Syscall3(SysClose, _fd, 0, 0);
+        _fd = -1;
         _handle?.Dispose();
         _handle = null;
     }
@@ -72,14 +84,15 @@ internal sealed class MappingBounds
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public (ulong Start, ulong End)? Find(ulong address)
     {
-        var handle = _handle ?? throw new InvalidOperationException("MappingBounds.Find before Refresh");
         if (!_textOnly)
         {
+            if (_fd < 0)
+                throw new InvalidOperationException("MappingBounds.Find before Refresh");
             var query = new ProcMapQueryArguments { StructSize = ProcMapQueryArguments.Size, QueryAddress = address };
             long result;
             unsafe
             {
-                result = Libc.Syscall3(SysIoctl, handle.DangerousGetHandle(), ProcMapQuery, (long)&query);
+                result = Libc.Syscall3(SysIoctl, _fd, ProcMapQuery, (long)&query);
             }
             if (result == 0)
                 return (query.VmaStart, query.VmaEnd);
@@ -87,10 +100,30 @@ internal sealed class MappingBounds
             if (errno is not (Enotty or Einval))
                 return null; // ENOENT: nothing mapped there
             _textOnly = true; // an older kernel: read the text from now on
-            ReadText(handle);
+            Release();
+            OpenText();
         }
+        if (_handle is null)
+            throw new InvalidOperationException("MappingBounds.Find before Refresh");
         return FindInText(address);
     }
+
+    private void OpenText()
+    {
+        try
+        {
+            _handle = File.OpenHandle(_path);
+            ReadText(_handle);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            Release();
+            throw Failure(error.Message);
+        }
+    }
+
+    private TargetException Failure(string why) =>
+        new(Directory.Exists($"/proc/{_pid}") ? TargetError.SystemCallFailed : TargetError.Exited, _pid, $"process {_pid}: cannot read {_path}: {why}");
 
     private (ulong Start, ulong End)? FindInText(ulong address)
     {
