@@ -15,10 +15,10 @@ internal static class ExitCodes
     /// <summary>The input file: a payload or module that is not a valid ELF object, has a malformed table, names an unknown or ambiguous symbol, or cannot be linked.</summary>
     public const int Payload = 3;
 
-    /// <summary>Refused: already applied, not applied, not on top, function too short, already replaced, process busy, code changed by another tool.</summary>
+    /// <summary>Refused: already applied, not applied, not on top, function too short, already replaced, process busy, code changed by another tool, vetoed by a payload's hook or a hook crashed.</summary>
     public const int Refused = 4;
 
-    /// <summary>Threads did not stop, or one stayed inside a function being patched, until the timeout.</summary>
+    /// <summary>Threads did not stop, or one stayed inside a function being patched, until the timeout; or a payload's hook did not return in time.</summary>
     public const int Timeout = 5;
 
     /// <summary>Interrupted by Ctrl-C or SIGTERM; the action in progress was completed or rolled back first.</summary>
@@ -28,5 +28,5 @@ internal static class ExitCodes
     public const int Internal = 70;
 
     /// <summary>The help text that lists the codes.</summary>
-    public const string Help = "Exit codes: 0 success, 1 usage, 2 target (no such process, no permission, exited), 3 payload (invalid object, unknown or ambiguous symbol, link error), 4 refused (already applied, not applied, not on top, too short, busy, code changed), 5 timeout, 130 interrupted, 70 internal error.";
+    public const string Help = "Exit codes: 0 success, 1 usage, 2 target (no such process, no permission, exited), 3 payload (invalid object, unknown or ambiguous symbol, link error), 4 refused (already applied, not applied, not on top, too short, busy, code changed, vetoed by a hook), 5 timeout, 130 interrupted, 70 internal error.";
 }

@@ -80,6 +80,31 @@ public class HookTests
         worker.AssertValueBecomes("compute", 3);
     }
 
+    [Fact]
+    public void Replace_runs_the_revert_hooks_of_the_payload_it_reverts_whose_veto_refuses_it_and_the_new_one_calls_its_original()
+    {
+        using var worker = StartWorker();
+        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        patcher.Apply(Build("steps"));
+        worker.AssertValueBecomes("counter", 1001);
+        var wrap = Payload.Load(LivePatcherTests.BuildPayload("live/originals/wrap.c"));
+
+        var veto = Assert.Throws<LivePatchException>(() => patcher.Replace(wrap));
+
+        Assert.Equal(LivePatchRefusal.VetoedByHook, veto.Refusal);
+        Assert.Contains("payload 'steps': its pre-revert hook before_revert", veto.Message, StringComparison.Ordinal);
+        Assert.Equal(["steps"], patcher.List().Select(p => p.Name));
+        worker.AssertValueBecomes("compute", 102);
+
+        patcher.Replace(wrap);
+
+        worker.AssertValueBecomes("compute", 50); // the original compute, wrapped
+        // steps' pre-revert (+10) and post-revert (+100) hooks ran; wrap logs every call on top of that.
+        var counter = worker.NextValue("counter");
+        Assert.True(counter > 1111, $"counter {counter}");
+        Assert.Equal([("steps", PayloadState.Reverted), ("wrap", PayloadState.Applied)], patcher.List().Select(p => (p.Name, p.State)));
+    }
+
     [Theory]
     [InlineData("read")]
     [InlineData("sleep")]
