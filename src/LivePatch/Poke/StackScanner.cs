@@ -45,9 +45,10 @@ internal sealed record StackScan(IReadOnlyList<StackHit> Hits, IReadOnlyList<str
 /// (from RSP to the end of the mapping that holds RSP: <c>[stack]</c> for the main thread, an anonymous mapping for the
 /// others) that is an address in a range. Conservative: any aligned word that looks like a return address into a range
 /// counts, so a stale value left in a live frame can delay or fail a change, but no live frame is missed. Each thread's
-/// stack is read with one <c>/proc/PID/mem</c> read into a reused buffer; the mappings are read once per scan, inside
-/// the stop, because threads created or ended meanwhile map and unmap stacks. The scan runs once or a few times per
-/// process, so its loops are compiled optimized at once rather than left to tiered compilation's first tier.
+/// stack is read with one <c>/proc/PID/mem</c> read into a reused buffer; the mapping holding each RSP is looked up in
+/// every scan, inside the stop, because threads created or ended meanwhile map and unmap stacks. The scan runs once or
+/// a few times per process, so its loops are compiled optimized at once rather than left to tiered compilation's first
+/// tier.
 /// </summary>
 internal sealed class StackScanner
 {
