@@ -23,6 +23,9 @@ internal static class LivePatcherRuns
             for (var run = 0; run < options.Runs; run++)
             {
                 cancel.ThrowIfCancellationRequested();
+                // Each run loads and applies afresh (a reverted payload is applied again by name, not from its file).
+                if (patcher.List().Any(p => p.Name == name))
+                    patcher.Unload(name);
                 started = Stopwatch.GetTimestamp();
                 target.Memory.OpenWindow();
                 ApplyReport applied;

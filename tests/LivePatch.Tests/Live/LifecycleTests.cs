@@ -154,6 +154,7 @@ public partial class LifecycleTests
             Assert.Equal(new BuildIdCheck(executable, wrong, actual, Forced: true), check);
             forced.Revert("pinned");
             forced.Unload("pinned");
+            worker.AssertValueBecomes("compute", 3);
         }
         using (var exact = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
         {
