@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using LivePatch.Bench.Common;
 
 namespace LivePatch.Bench.Pause;
 
@@ -37,29 +38,10 @@ internal static class GdbBaseline
 
     private static void Run(string[] arguments, TimeSpan timeout)
     {
-        var start = new ProcessStartInfo("gdb")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in arguments)
-            start.ArgumentList.Add(argument);
-        using var gdb = Process.Start(start) ?? throw new InvalidOperationException("could not start gdb");
-        gdb.StandardInput.Close();
-        var stdout = gdb.StandardOutput.ReadToEndAsync();
-        var stderr = gdb.StandardError.ReadToEndAsync();
-        if (!gdb.WaitForExit(timeout))
-        {
-            gdb.Kill(entireProcessTree: true);
-            gdb.WaitForExit(5_000);
-            throw new TimeoutException($"gdb {string.Join(' ', arguments)} did not finish in {timeout.TotalSeconds} s");
-        }
-        gdb.WaitForExit();
+        var gdb = ExternalProgram.Run("gdb", arguments, timeout);
         // gdb -batch exits 0 even when an -ex command failed on older versions: look for its error text too.
-        var errors = stderr.Result.Split('\n').Where(l => l.Contains("Cannot access memory", StringComparison.Ordinal) || l.Contains("ptrace:", StringComparison.Ordinal) || l.StartsWith("No symbol", StringComparison.Ordinal)).ToList();
+        var errors = gdb.Errors.Split('\n').Where(l => l.Contains("Cannot access memory", StringComparison.Ordinal) || l.Contains("ptrace:", StringComparison.Ordinal) || l.StartsWith("No symbol", StringComparison.Ordinal)).ToList();
         if (gdb.ExitCode != 0 || errors.Count > 0)
-            throw new InvalidOperationException($"gdb exited {gdb.ExitCode}: {string.Join(" | ", errors.DefaultIfEmpty(stderr.Result.Trim()))} {stdout.Result.Trim()}");
+            throw new InvalidOperationException($"gdb exited {gdb.ExitCode}: {string.Join(" | ", errors.DefaultIfEmpty(gdb.Errors.Trim()))} {gdb.Output.Trim()}");
     }
 }

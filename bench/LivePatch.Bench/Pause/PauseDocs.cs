@@ -1,25 +1,17 @@
 using System.Globalization;
 using System.Text;
+using LivePatch.Bench.Common;
 
 namespace LivePatch.Bench.Pause;
 
 /// <summary>Writes the measured section of docs/benchmarks.md, between <c>&lt;!-- pause:begin --&gt;</c> and <c>&lt;!-- pause:end --&gt;</c>.</summary>
 internal static class PauseDocs
 {
-    private const string Begin = "<!-- pause:begin -->";
-    private const string End = "<!-- pause:end -->";
     private static readonly TimeSpan Goal = TimeSpan.FromMicroseconds(100);
 
-    public static void Write(string path, IReadOnlyList<ThreadCountResult> results, PauseOptions options, Machine machine)
-    {
-        var text = File.ReadAllText(path);
-        var begin = text.IndexOf(Begin, StringComparison.Ordinal);
-        var end = text.IndexOf(End, StringComparison.Ordinal);
-        if (begin < 0 || end < begin)
-            throw new InvalidOperationException($"{path} has no '{Begin}' … '{End}' section to replace");
-        var section = Section(results, options, machine);
-        File.WriteAllText(path, string.Concat(text.AsSpan(0, begin + Begin.Length), "\n", section, text.AsSpan(end)));
-    }
+    /// <summary>Replaces the section and returns the file's path.</summary>
+    public static string Write(string root, IReadOnlyList<ThreadCountResult> results, PauseOptions options, Machine machine) =>
+        BenchmarksDocument.ReplaceSection(root, "pause", Section(results, options, machine));
 
     private static string Section(IReadOnlyList<ThreadCountResult> results, PauseOptions options, Machine machine)
     {

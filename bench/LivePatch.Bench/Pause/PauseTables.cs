@@ -1,5 +1,5 @@
 using System.Globalization;
-using System.Text;
+using LivePatch.Bench.Common;
 using Spectre.Console;
 
 namespace LivePatch.Bench.Pause;
@@ -50,31 +50,12 @@ internal static class PauseTables
         // Redirected to a file or a pipe, Spectre assumes 80 columns and wraps every cell.
         if (Console.IsOutputRedirected)
             AnsiConsole.Profile.Width = 200;
-        AnsiConsole.Write(Build($"Pause per operation (median / worst; {options.Runs} runs, gdb {options.GdbRuns})", DetailHeader, DetailRows(results)));
-        AnsiConsole.Write(Build("Ours (apply + revert) vs gdb: longest interval with no thread progressing, seen by the target", SummaryHeader, SummaryRows(results)));
+        AnsiConsole.Write(TerminalTable.Build($"Pause per operation (median / worst; {options.Runs} runs, gdb {options.GdbRuns})", DetailHeader, DetailRows(results), 2));
+        AnsiConsole.Write(TerminalTable.Build("Ours (apply + revert) vs gdb: longest interval with no thread progressing, seen by the target", SummaryHeader, SummaryRows(results), 2));
         foreach (var failure in results.SelectMany(r => r.All).Where(s => s.FirstFailure is not null))
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"[yellow]{failure.Threads} threads, {failure.Operation}: {failure.Failures} timed out, first: {failure.FirstFailure}[/]");
     }
 
-    private static Table Build(string title, string[] header, IEnumerable<string[]> rows)
-    {
-        var table = new Table { Title = new TableTitle(title), Border = TableBorder.Rounded };
-        for (var i = 0; i < header.Length; i++)
-            table.AddColumn(new TableColumn(Markup.Escape(header[i])) { Alignment = i <= 1 ? Justify.Left : Justify.Right });
-        foreach (var row in rows)
-            table.AddRow([.. row.Select(Markup.Escape)]);
-        return table;
-    }
-
-    public static string Markdown(IEnumerable<ThreadCountResult> results, bool details)
-    {
-        var header = details ? DetailHeader : SummaryHeader;
-        var rows = details ? DetailRows(results) : SummaryRows(results);
-        var text = new StringBuilder();
-        text.Append("| ").AppendJoin(" | ", header).AppendLine(" |");
-        text.Append("| ").AppendJoin(" | ", header.Select((_, i) => i <= (details ? 1 : 0) ? "---" : "---:")).AppendLine(" |");
-        foreach (var row in rows)
-            text.Append("| ").AppendJoin(" | ", row).AppendLine(" |");
-        return text.ToString();
-    }
+    public static string Markdown(IEnumerable<ThreadCountResult> results, bool details) =>
+        details ? MarkdownTable.Format(DetailHeader, DetailRows(results), 2) : MarkdownTable.Format(SummaryHeader, SummaryRows(results), 1);
 }

@@ -1,6 +1,6 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
+using LivePatch.Bench.Common;
 
 namespace LivePatch.Bench.Pause;
 
@@ -10,71 +10,61 @@ namespace LivePatch.Bench.Pause;
 /// </summary>
 internal sealed partial class PauseTarget : IDisposable
 {
-    private readonly Process _shell;
+    private readonly ShellTarget _process;
     private bool _disposed;
 
-    private PauseTarget(Process shell, PauseSharedMemory memory)
+    private PauseTarget(ShellTarget process, PauseSharedMemory memory)
     {
-        _shell = shell;
+        _process = process;
         Memory = memory;
+        Compute = ulong.Parse(process.Ready.Groups[2].ValueSpan, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
     }
 
     /// <summary>The target's own PID, from its ready line (not the shell's).</summary>
-    public int Pid { get; private set; }
+    public int Pid => _process.Pid;
 
     /// <summary>Address of compute() in the target.</summary>
-    public ulong Compute { get; private set; }
+    public ulong Compute { get; }
 
     public int Threads => Memory.Threads;
 
     public PauseSharedMemory Memory { get; }
 
-    public static PauseTarget Start(string executable, int threads, TimeSpan lifetime)
+    public static PauseTarget Start(string executable, int threads, TimeSpan lifetime, CancellationToken cancel)
     {
         var shmPath = $"/dev/shm/livepatch-pause-{Environment.ProcessId}-{threads}-{Guid.NewGuid():N}";
         var memory = new PauseSharedMemory(shmPath, threads);
-        Process? shell = null;
+        ShellTarget? process = null;
+        PauseTarget? target = null;
         try
         {
-            var start = new ProcessStartInfo("/bin/sh")
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
-            foreach (var argument in new[] { "-c", "\"$0\" \"$@\"; exit $?", executable, threads.ToString(CultureInfo.InvariantCulture), shmPath, ((int)lifetime.TotalSeconds).ToString(CultureInfo.InvariantCulture) })
-                start.ArgumentList.Add(argument);
-            shell = Process.Start(start) ?? throw new InvalidOperationException("could not start /bin/sh");
-            var target = new PauseTarget(shell, memory);
+            process = ShellTarget.Start("pause target", executable,
+                [threads.ToString(CultureInfo.InvariantCulture), shmPath, ((int)lifetime.TotalSeconds).ToString(CultureInfo.InvariantCulture)], ReadyLine(), cancel);
+            target = new PauseTarget(process, memory);
             Live.Register(target);
-            target.ReadReadyLine();
+            target.CheckReady();
             return target;
         }
         catch
         {
-            if (shell is not null)
+            if (target is not null)
             {
-                KillShell(shell);
-                shell.Dispose();
+                target.Dispose();
             }
-            memory.Dispose();
+            else
+            {
+                process?.Dispose();
+                memory.Dispose();
+            }
             throw;
         }
     }
 
-    private void ReadReadyLine()
+    /// <summary>Checks, right after the ready line, that the target's clock is ours and that it marked the shared memory ready.</summary>
+    private void CheckReady()
     {
-        var stderr = _shell.StandardError.ReadToEndAsync();
-        var line = _shell.StandardOutput.ReadLineAsync();
-        if (!line.Wait(TimeSpan.FromSeconds(10)) || line.Result is null)
-            throw new InvalidOperationException($"the pause target printed no ready line: {(stderr.IsCompleted ? stderr.Result : "")}");
         var now = PauseSharedMemory.Now();
-        var match = ReadyLine().Match(line.Result);
-        if (!match.Success)
-            throw new InvalidOperationException($"unexpected first line from the pause target: {line.Result}");
-        Pid = int.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
-        Compute = ulong.Parse(match.Groups[2].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-        var targetNow = ulong.Parse(match.Groups[3].Value, CultureInfo.InvariantCulture);
+        var targetNow = ulong.Parse(_process.Ready.Groups[3].ValueSpan, CultureInfo.InvariantCulture);
         if (targetNow > now || now - targetNow > 5_000_000_000)
             throw new InvalidOperationException($"the target's CLOCK_MONOTONIC ({targetNow}) and Stopwatch ({now}) disagree: stalls cannot be windowed");
         if (!Memory.IsReady)
@@ -82,14 +72,7 @@ internal sealed partial class PauseTarget : IDisposable
     }
 
     /// <summary>Reads the first <paramref name="count"/> bytes of compute() as they are in the running target.</summary>
-    public byte[] ReadCode(int count)
-    {
-        var bytes = new byte[count];
-        using var handle = File.OpenHandle($"/proc/{Pid}/mem");
-        if (RandomAccess.Read(handle, bytes, (long)Compute) != count)
-            throw new InvalidOperationException($"short read of compute() at 0x{Compute:x} in {Pid}");
-        return bytes;
-    }
+    public byte[] ReadCode(int count) => _process.ReadMemory(Compute, count);
 
     /// <summary>Each thread's scheduler state from /proc (R running, S sleeping, t stopped by a tracer), for error messages.</summary>
     public string ThreadStates()
@@ -116,45 +99,9 @@ internal sealed partial class PauseTarget : IDisposable
         if (_disposed)
             return;
         _disposed = true;
-        // The target is the shell's child, not ours: kill it by PID; the shell then exits and is reaped.
-        if (Pid > 0)
-            KillByPid(Pid);
-        KillShell(_shell);
-        _shell.Dispose();
+        _process.Dispose();
         Memory.Dispose();
         Live.Unregister(this);
-    }
-
-    private static void KillByPid(int pid)
-    {
-        try
-        {
-            using var process = Process.GetProcessById(pid);
-            process.Kill();
-            process.WaitForExit(5_000);
-        }
-        catch (ArgumentException)
-        {
-            // already gone
-        }
-        catch (InvalidOperationException)
-        {
-            // exited meanwhile
-        }
-    }
-
-    private static void KillShell(Process shell)
-    {
-        try
-        {
-            if (!shell.HasExited)
-                shell.Kill(entireProcessTree: true);
-            shell.WaitForExit(5_000);
-        }
-        catch (InvalidOperationException)
-        {
-            // already gone
-        }
     }
 
     [GeneratedRegex(@"^ready (\d+) compute=0x([0-9a-f]+) threads=\d+ now=(\d+)$")]
