@@ -1,23 +1,14 @@
 using System.Globalization;
 using System.Text;
+using LivePatch.Bench.Common;
 
 namespace LivePatch.Bench.Calls;
 
 /// <summary>Writes the measured part of docs/benchmarks.md, between <c>&lt;!-- calls:begin --&gt;</c> and <c>&lt;!-- calls:end --&gt;</c>.</summary>
 internal static class CallsDocs
 {
-    private const string Begin = "<!-- calls:begin -->";
-    private const string End = "<!-- calls:end -->";
-
-    public static void Write(string path, CallsResults results)
-    {
-        var text = File.ReadAllText(path);
-        var begin = text.IndexOf(Begin, StringComparison.Ordinal);
-        var end = text.IndexOf(End, StringComparison.Ordinal);
-        if (begin < 0 || end < begin)
-            throw new InvalidOperationException($"{path} has no '{Begin}' … '{End}' section to replace");
-        File.WriteAllText(path, string.Concat(text.AsSpan(0, begin + Begin.Length), "\n", Section(results), text.AsSpan(end)));
-    }
+    /// <summary>Replaces the section and returns the file's path.</summary>
+    public static string Write(string root, CallsResults results) => BenchmarksDocument.ReplaceSection(root, "calls", Section(results));
 
     private static string Section(CallsResults results)
     {

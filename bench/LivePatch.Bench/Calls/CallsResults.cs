@@ -1,6 +1,4 @@
-using System.Runtime.Intrinsics.X86;
-using System.Runtime.InteropServices;
-using System.Text;
+using LivePatch.Bench.Common;
 
 namespace LivePatch.Bench.Calls;
 
@@ -48,7 +46,7 @@ internal sealed record CallsChoice(string Backend, string Reason, TimeSpan Pause
 internal sealed record CallsRow(string Id, string Loop, CallsPhase Phase, string Name, string Runs);
 
 /// <summary>Everything one run of the <c>calls</c> benchmark measured, and what it ran.</summary>
-internal sealed class CallsResults(CallsOptions options, CallsMachine machine, string gccFlags)
+internal sealed class CallsResults(CallsOptions options, Machine machine, string gccFlags)
 {
     /// <summary>The rows in the order of the docs, each with what one call executes (checked against the listings).</summary>
     public static readonly IReadOnlyList<CallsRow> Rows =
@@ -73,7 +71,7 @@ internal sealed class CallsResults(CallsOptions options, CallsMachine machine, s
 
     public CallsOptions Options { get; } = options;
 
-    public CallsMachine Machine { get; } = machine;
+    public Machine Machine { get; } = machine;
 
     public string GccFlags { get; } = gccFlags;
 
@@ -155,42 +153,4 @@ internal sealed class CallsResults(CallsOptions options, CallsMachine machine, s
                 throw new InvalidOperationException($"the {listing} loop has no '{instruction}': {string.Join("; ", Listings[listing])}");
         }
     }
-}
-
-/// <summary>What the figures were measured on: the CPU, the hypervisor, the kernel's Spectre v2 mitigation, gcc, .NET.</summary>
-internal sealed record CallsMachine(int Cpus, string CpuModel, string Hypervisor, string Kernel, string SpectreV2, string Gcc, string Runtime)
-{
-    public static CallsMachine Describe()
-    {
-        var model = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "unknown";
-        var kernel = File.ReadAllText("/proc/sys/kernel/osrelease").Trim();
-        var spectre = File.Exists("/sys/devices/system/cpu/vulnerabilities/spectre_v2")
-            ? File.ReadAllText("/sys/devices/system/cpu/vulnerabilities/spectre_v2").Trim() : "unknown";
-        return new CallsMachine(Environment.ProcessorCount, model, HypervisorSignature(), kernel, spectre, GccVersion(), RuntimeInformation.FrameworkDescription);
-    }
-
-    /// <summary>The hypervisor's CPUID signature (leaf 0x40000000: "KVMKVMKVM"), or "none" on bare metal.</summary>
-    private static string HypervisorSignature()
-    {
-        if (!X86Base.IsSupported || (X86Base.CpuId(1, 0).Ecx & (1 << 31)) == 0)
-            return "none";
-        var (_, ebx, ecx, edx) = X86Base.CpuId(0x40000000, 0);
-        var signature = new byte[12];
-        BitConverter.TryWriteBytes(signature.AsSpan(0), ebx);
-        BitConverter.TryWriteBytes(signature.AsSpan(4), ecx);
-        BitConverter.TryWriteBytes(signature.AsSpan(8), edx);
-        var name = Encoding.ASCII.GetString(signature).TrimEnd('\0');
-        return name == "KVMKVMKVM" ? "KVM" : name;
-    }
-
-    private static string GccVersion()
-    {
-        using var gcc = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("gcc", "--version") { RedirectStandardOutput = true, UseShellExecute = false });
-        var line = gcc?.StandardOutput.ReadLine()?.Trim() ?? "unknown";
-        gcc?.StandardOutput.ReadToEnd();
-        gcc?.WaitForExit();
-        return line;
-    }
-
-    public override string ToString() => $"{Cpus} {(Hypervisor == "none" ? "CPUs" : $"vCPUs under {Hypervisor}")} ({CpuModel}), Linux {Kernel} (Spectre v2: {SpectreV2}), {Gcc}, {Runtime}";
 }

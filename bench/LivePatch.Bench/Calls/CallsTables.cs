@@ -1,5 +1,5 @@
 using System.Globalization;
-using System.Text;
+using LivePatch.Bench.Common;
 using Spectre.Console;
 
 namespace LivePatch.Bench.Calls;
@@ -48,27 +48,17 @@ internal static class CallsTables
         if (Console.IsOutputRedirected)
             AnsiConsole.Profile.Width = 220;
         var options = results.Options;
-        AnsiConsole.Write(Build($"One call of native_identity(x): median of {options.Rounds * options.Repeats} loops of {options.Iterations:N0} dependent calls ({options.Rounds} rounds × {options.Repeats})",
-            ResultHeader, ResultRows(results).Select(r => r.Select(Plain).ToArray())));
-        AnsiConsole.Write(Build("Controls (median ns/call)", ControlHeader, ControlRows(results)));
+        AnsiConsole.Write(TerminalTable.Build($"One call of native_identity(x): median of {options.Rounds * options.Repeats} loops of {options.Iterations:N0} dependent calls ({options.Rounds} rounds × {options.Repeats})",
+            ResultHeader, ResultRows(results).Select(r => r.Select(Plain).ToArray()), 3));
+        AnsiConsole.Write(TerminalTable.Build("Controls (median ns/call)", ControlHeader, ControlRows(results), 1));
         foreach (var (phase, choice) in results.Choices)
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"{phase}: {choice.Backend} backend, {choice.Reason}; the apply's stop held the target {choice.MedianPause.TotalMicroseconds:0} µs (median of {choice.Pauses.Count})");
         AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"controls moved by up to {Ns(ControlSpread(results))} (retpoline: {Ns(ControlSpread(results, "retpoline"))}) between the site's states; TSC: {results.TicksPerNanosecond:0.000} ticks/ns; {results.Machine}");
     }
 
-    public static string Markdown(IReadOnlyList<string> header, IEnumerable<string[]> rows, int leftColumns)
-    {
-        var text = new StringBuilder();
-        text.Append("| ").AppendJoin(" | ", header).AppendLine(" |");
-        text.Append("| ").AppendJoin(" | ", header.Select((_, i) => i < leftColumns ? "---" : "---:")).AppendLine(" |");
-        foreach (var row in rows)
-            text.Append("| ").AppendJoin(" | ", row).AppendLine(" |");
-        return text.ToString();
-    }
+    public static string ResultMarkdown(CallsResults results) => MarkdownTable.Format(ResultHeader, ResultRows(results), 3);
 
-    public static string ResultMarkdown(CallsResults results) => Markdown(ResultHeader, ResultRows(results), 3);
-
-    public static string ControlMarkdown(CallsResults results) => Markdown(ControlHeader, ControlRows(results), 1);
+    public static string ControlMarkdown(CallsResults results) => MarkdownTable.Format(ControlHeader, ControlRows(results), 1);
 
     public static string Ns(double nanoseconds) => nanoseconds.ToString(nanoseconds < 10 ? "0.00" : "0.0", CultureInfo.InvariantCulture) + " ns";
 
@@ -76,14 +66,4 @@ internal static class CallsTables
 
     /// <summary>A Markdown cell for the terminal: without the backquotes.</summary>
     private static string Plain(string cell) => cell.Replace("`", "", StringComparison.Ordinal);
-
-    private static Table Build(string title, string[] header, IEnumerable<string[]> rows)
-    {
-        var table = new Table { Title = new TableTitle(Markup.Escape(title)), Border = TableBorder.Rounded };
-        for (var i = 0; i < header.Length; i++)
-            table.AddColumn(new TableColumn(Markup.Escape(header[i])) { Alignment = i < header.Length - 4 || header.Length == 4 && i == 0 ? Justify.Left : Justify.Right });
-        foreach (var row in rows)
-            table.AddRow([.. row.Select(Markup.Escape)]);
-        return table;
-    }
 }
