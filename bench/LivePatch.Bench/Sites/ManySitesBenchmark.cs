@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using System.Text.RegularExpressions;
+using LivePatch.Bench.Common;
 using LivePatch.Elf;
 using LivePatch.Live;
 using LivePatch.Sites;
@@ -13,44 +15,35 @@ namespace LivePatch.Bench.Sites;
 /// program with COUNT <c>LP_ALTERNATIVE</c> sites (popcnt), built with gcc; measures reading and validating its
 /// tables, then applying every site to the running program in one stop (pause and total).
 /// </summary>
-internal static class ManySitesBenchmark
+internal static partial class ManySitesBenchmark
 {
+    public const string Usage = "usage: LivePatch.Bench sites [--count 100000] [--write-docs]";
+
     private const int SitesPerFunction = 100;
 
-    public static int Run(string[] args)
-    {
-        var count = 100_000;
-        var writeDocs = false;
-        for (var i = 0; i < args.Length; i++)
-        {
-            if (args[i] == "--count" && i + 1 < args.Length)
-                count = int.Parse(args[++i], CultureInfo.InvariantCulture);
-            else if (args[i] == "--write-docs")
-                writeDocs = true;
-        }
-        count = Math.Max(SitesPerFunction, count / SitesPerFunction * SitesPerFunction);
-        var directory = Directory.CreateTempSubdirectory("livepatch-sites-bench-").FullName;
-        try
-        {
-            var executable = Build(directory, count);
-            var (read, choose, sites) = MeasureRead(executable);
-            Console.WriteLine($"read and validate {sites:N0} sites: median {read.TotalMilliseconds:0.0} ms; choose for this CPU: {choose.TotalMilliseconds:0.0} ms");
-            var runs = new List<(TimeSpan Pause, TimeSpan Total, int Written)>();
-            for (var run = 0; run < 5; run++)
-                runs.Add(MeasureApply(executable));
-            foreach (var (pause, total, written) in runs)
-                Console.WriteLine($"apply: {written:N0} sites written, pause {pause.TotalMilliseconds:0.00} ms, total {total.TotalMilliseconds:0} ms");
-            if (writeDocs)
-                WriteDocs(count, read, choose, runs);
-            return 0;
-        }
-        finally
-        {
-            Directory.Delete(directory, recursive: true);
-        }
-    }
+    private static readonly BenchmarkMode Mode = new("sites", Usage, "interrupted, ending the program", "cancelled; program ended");
 
-    private static string Build(string directory, int count)
+    public static int Run(string[] args) => Mode.Run(args, SitesOptions.Parse, (options, cancel) =>
+    {
+        var root = RepositoryRoot.Find("native/include/livepatch/sites.h");
+        var count = Math.Max(SitesPerFunction, options.Count / SitesPerFunction * SitesPerFunction);
+        using var build = new BuildDirectory("sites");
+        var executable = Build(root, build, count);
+        var (read, choose, sites) = MeasureRead(executable);
+        Console.WriteLine($"read and validate {sites:N0} sites: median {read.TotalMilliseconds:0.0} ms; choose for this CPU: {choose.TotalMilliseconds:0.0} ms");
+        var runs = new List<(TimeSpan Pause, TimeSpan Total, int Written)>();
+        for (var run = 0; run < 5; run++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            runs.Add(MeasureApply(executable, cancel));
+        }
+        foreach (var (pause, total, written) in runs)
+            Console.WriteLine($"apply: {written:N0} sites written, pause {pause.TotalMilliseconds:0.00} ms, total {total.TotalMilliseconds:0} ms");
+        if (options.WriteDocs)
+            Console.WriteLine($"sites: wrote {WriteDocs(root, count, read, choose, runs)}");
+    });
+
+    private static string Build(string root, BuildDirectory build, int count)
     {
         var source = new StringBuilder("#include <livepatch/sites.h>\n#include <stdio.h>\n#include <unistd.h>\nvolatile unsigned sink;\n");
         var functions = count / SitesPerFunction;
@@ -65,11 +58,10 @@ internal static class ManySitesBenchmark
         source.AppendJoin(',', Enumerable.Range(0, functions).Select(f => $"f{f}"));
         source.Append("};\nint main(void) { setvbuf(stdout, NULL, _IOLBF, 0); printf(\"ready %d\\n\", getpid());\n"
             + "  for (unsigned k = 0;; k++) { for (unsigned i = 0; i < sizeof all / sizeof *all; i++) all[i](k); usleep(1000); } }\n");
-        var path = Path.Combine(directory, "many.c");
+        var path = build.File("many.c");
         File.WriteAllText(path, source.ToString());
-        var include = Path.Combine(FindRepository(), "native", "include");
-        Run("gcc", "-O1", "-I", include, path, "-o", Path.Combine(directory, "many"));
-        return Path.Combine(directory, "many");
+        Gcc.Compile(["-O1", "-I", Path.Combine(root, "native", "include"), path, "-o", build.File("many")]);
+        return build.File("many");
     }
 
     private static (TimeSpan Read, TimeSpan Choose, int Sites) MeasureRead(string executable)
@@ -91,39 +83,22 @@ internal static class ManySitesBenchmark
         return (Median(reads), Median(chooses), sites);
     }
 
-    private static (TimeSpan Pause, TimeSpan Total, int Written) MeasureApply(string executable)
+    private static (TimeSpan Pause, TimeSpan Total, int Written) MeasureApply(string executable, CancellationToken cancel)
     {
-        var start = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in new[] { "-c", "\"$0\"; exit $?", executable })
-            start.ArgumentList.Add(argument);
-        using var shell = Process.Start(start)!;
-        var pid = 0;
-        try
-        {
-            var ready = shell.StandardOutput.ReadLine() ?? "";
-            pid = int.Parse(ready["ready ".Length..], CultureInfo.InvariantCulture);
-            Thread.Sleep(200);
-            var began = Stopwatch.GetTimestamp();
-            using var patcher = LivePatcher.Attach(pid, new LivePatchOptions { Timeout = TimeSpan.FromSeconds(2) });
-            var report = patcher.ApplyAlternatives();
-            return (report.Pause, Stopwatch.GetElapsedTime(began), report.Written);
-        }
-        finally
-        {
-            if (pid > 0)
-                Run("kill", "-9", pid.ToString(CultureInfo.InvariantCulture));
-            shell.WaitForExit(5000);
-        }
+        using var program = ShellTarget.Start("sites program", executable, [], ReadyLine(), cancel);
+        Thread.Sleep(200);
+        var began = Stopwatch.GetTimestamp();
+        using var patcher = LivePatcher.Attach(program.Pid, new LivePatchOptions { Timeout = TimeSpan.FromSeconds(2) });
+        var report = patcher.ApplyAlternatives();
+        return (report.Pause, Stopwatch.GetElapsedTime(began), report.Written);
     }
 
-    private static void WriteDocs(int count, TimeSpan read, TimeSpan choose, List<(TimeSpan Pause, TimeSpan Total, int Written)> runs)
+    /// <summary>Replaces the sites section of docs/benchmarks.md and returns the file's path.</summary>
+    private static string WriteDocs(string root, int count, TimeSpan read, TimeSpan choose, List<(TimeSpan Pause, TimeSpan Total, int Written)> runs)
     {
-        var path = Path.Combine(FindRepository(), "docs", "benchmarks.md");
-        var text = File.ReadAllText(path);
         var pauses = runs.Select(r => r.Pause).ToList();
         var totals = runs.Select(r => r.Total).ToList();
         var section = $"""
-            <!-- sites:begin -->
             Measured {DateTime.UtcNow:yyyy-MM-dd} on {Environment.ProcessorCount} CPUs: a generated program with {count:N0} `LP_ALTERNATIVE` popcnt sites
             (100 per function, gcc -O1), one thread running through all of them every millisecond; 5 applies, each to a
             freshly started program.
@@ -134,36 +109,33 @@ internal static class ManySitesBenchmark
             | choose for this CPU (`SiteChooser.Choose`, 7 runs) | {choose.TotalMilliseconds:0.0} ms | — |
             | apply all sites: pause (threads held) | {Median(pauses).TotalMilliseconds:0.00} ms | {pauses.Max().TotalMilliseconds:0.00} ms |
             | apply all sites: total (attach, read, choose, relocate, stop, write, detach) | {Median(totals).TotalMilliseconds:0} ms | {totals.Max().TotalMilliseconds:0} ms |
-            <!-- sites:end -->
+
             """;
-        var begin = text.IndexOf("<!-- sites:begin -->", StringComparison.Ordinal);
-        var end = text.IndexOf("<!-- sites:end -->", StringComparison.Ordinal);
-        text = begin >= 0 && end > begin
-            ? text[..begin] + section + text[(end + "<!-- sites:end -->".Length)..]
-            : text.TrimEnd() + "\n\n## Applying 100,000 alternatives\n\nReproduce: `dotnet run -c Release --project bench/LivePatch.Bench -- sites --write-docs` (about a minute; gcc takes most of it).\n\n" + section + "\n";
-        File.WriteAllText(path, text);
-        Console.WriteLine($"sites: wrote {path}");
+        return BenchmarksDocument.ReplaceSection(root, "sites", section);
     }
 
     private static TimeSpan Median(List<TimeSpan> values) => values.Order().ElementAt(values.Count / 2);
 
-    private static void Run(string program, params string[] arguments)
-    {
-        var start = new ProcessStartInfo(program) { RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in arguments)
-            start.ArgumentList.Add(argument);
-        using var process = Process.Start(start)!;
-        var errors = process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        if (process.ExitCode != 0 && program != "kill")
-            throw new InvalidOperationException($"{program} failed: {errors}");
-    }
+    [GeneratedRegex(@"^ready (\d+)$")]
+    private static partial Regex ReadyLine();
+}
 
-    private static string FindRepository()
+/// <summary>Command-line options of <c>sites</c>.</summary>
+internal sealed record SitesOptions(int Count, bool WriteDocs)
+{
+    public static SitesOptions Parse(OptionReader options)
     {
-        for (var directory = new DirectoryInfo(AppContext.BaseDirectory); directory is not null; directory = directory.Parent)
-            if (File.Exists(Path.Combine(directory.FullName, "LivePatch.sln")))
-                return directory.FullName;
-        throw new InvalidOperationException("run the benchmark from a clone of the repository");
+        var count = 100_000;
+        var writeDocs = false;
+        while (options.Next() is { } option)
+        {
+            switch (option)
+            {
+                case "--count": count = options.PositiveInt(); break;
+                case "--write-docs": writeDocs = true; break;
+                default: throw options.Unknown();
+            }
+        }
+        return new SitesOptions(count, writeDocs);
     }
 }
