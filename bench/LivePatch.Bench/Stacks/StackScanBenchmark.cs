@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.RegularExpressions;
+using LivePatch.Bench.Common;
 using LivePatch.Live;
 using LivePatch.Poke;
 using LivePatch.Targets;
@@ -12,81 +14,45 @@ namespace LivePatch.Bench.Stacks;
 /// inside the stop, the memory-map read and the whole <see cref="StackScanner"/> scan, and (2) applies and reverts
 /// bench/pause/fix.c (which replaces compute()) RUNS times under each consistency model and compares the pauses.
 /// </summary>
-internal static class StackScanBenchmark
+internal static partial class StackScanBenchmark
 {
     public const string Usage = "usage: LivePatch.Bench stacks [--threads 8[,64...]] [--stack-kb 4,64,1024] [--runs 200] [--write-docs]";
 
     private sealed record Row(int StackKb, int Threads, long Bytes, TimeSpan MapMedian, TimeSpan MapP99, TimeSpan ScanMedian, TimeSpan ScanP99,
         TimeSpan EntryPause, TimeSpan StackPause, int StackAttempts);
 
-    public static int Run(string[] args)
-    {
-        int[] threadCounts = [8];
-        int[] stackKb = [4, 64, 1024];
-        var runs = 200;
-        var writeDocs = false;
-        for (var i = 0; i < args.Length; i++)
-        {
-            switch (args[i])
-            {
-                case "--threads" when i + 1 < args.Length:
-                    threadCounts = [.. args[++i].Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture))];
-                    break;
-                case "--stack-kb" when i + 1 < args.Length:
-                    stackKb = [.. args[++i].Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture))];
-                    break;
-                case "--runs" when i + 1 < args.Length:
-                    runs = int.Parse(args[++i], CultureInfo.InvariantCulture);
-                    break;
-                case "--write-docs":
-                    writeDocs = true;
-                    break;
-                default:
-                    Console.Error.WriteLine(Usage);
-                    return 2;
-            }
-        }
+    private static readonly BenchmarkMode Mode = new("stacks", Usage, "interrupted, ending the target", "cancelled; target ended");
 
-        var root = RepositoryRoot();
-        var build = Directory.CreateTempSubdirectory("livepatch-stacks-");
-        try
+    public static int Run(string[] args) => Mode.Run(args, StacksOptions.Parse, (options, cancel) =>
+    {
+        var root = RepositoryRoot.Find("bench/stacks/target.c");
+        using var build = new BuildDirectory("stacks");
+        var executable = build.File("target");
+        var payload = build.File("fix.o");
+        Gcc.Compile(["-O2", "-pthread", Path.Combine(root, "bench", "stacks", "target.c"), "-o", executable]);
+        Gcc.CompilePayload(root, "bench/pause/fix.c", payload);
+        var runs = options.Runs;
+        var rows = new List<Row>();
+        foreach (var (threads, kb) in options.Threads.SelectMany(t => options.StackKb.Select(k => (t, k))))
         {
-            var executable = Path.Combine(build.FullName, "target");
-            var payload = Path.Combine(build.FullName, "fix.o");
-            Gcc(["-O2", "-pthread", Path.Combine(root, "bench", "stacks", "target.c"), "-o", executable]);
-            Gcc(["-c", "-O2", "-fPIC", "-ffunction-sections", "-I", Path.Combine(root, "native", "include"), Path.Combine(root, "bench", "pause", "fix.c"), "-o", payload]);
-            var rows = new List<Row>();
-            foreach (var (threads, kb) in threadCounts.SelectMany(t => stackKb.Select(k => (t, k))))
-            {
-                Console.Error.WriteLine($"stacks: {threads} threads at {kb} KiB of stack");
-                var pid = Start(executable, threads, kb, out var shell);
-                try
-                {
-                    var (bytes, map, scan) = MeasureScan(pid, runs);
-                    var (entry, _) = MeasurePause(pid, payload, ConsistencyModel.Entry, runs / 4);
-                    var (stack, attempts) = MeasurePause(pid, payload, ConsistencyModel.Stack, runs / 4);
-                    rows.Add(new Row(kb, threads + 1, bytes, Median(map), Percentile(map, 0.99), Median(scan), Percentile(scan, 0.99), Median(entry), Median(stack), attempts));
-                }
-                finally
-                {
-                    Kill(pid, shell);
-                }
-            }
-            foreach (var row in rows)
-                Console.WriteLine($"{row.Threads} threads, {row.StackKb} KiB each: {row.Bytes / 1024.0:0.#} KiB scanned; map read {Micro(row.MapMedian)} (p99 {Micro(row.MapP99)}); "
-                    + $"scan with map {Micro(row.ScanMedian)} (p99 {Micro(row.ScanP99)}); apply pause entry {Micro(row.EntryPause)}, stack {Micro(row.StackPause)}");
-            if (writeDocs)
-                WriteDocs(root, rows, runs);
-            return 0;
+            cancel.ThrowIfCancellationRequested();
+            Console.Error.WriteLine($"stacks: {threads} threads at {kb} KiB of stack");
+            using var target = ShellTarget.Start("stacks target", executable,
+                [threads.ToString(CultureInfo.InvariantCulture), kb.ToString(CultureInfo.InvariantCulture), "600"], ReadyLine(), cancel);
+            var (bytes, map, scan) = MeasureScan(target.Pid, runs, cancel);
+            var (entry, _) = MeasurePause(target.Pid, payload, ConsistencyModel.Entry, runs / 4, cancel);
+            var (stack, attempts) = MeasurePause(target.Pid, payload, ConsistencyModel.Stack, runs / 4, cancel);
+            rows.Add(new Row(kb, threads + 1, bytes, Median(map), Percentile(map, 0.99), Median(scan), Percentile(scan, 0.99), Median(entry), Median(stack), attempts));
         }
-        finally
-        {
-            build.Delete(recursive: true);
-        }
-    }
+        foreach (var row in rows)
+            Console.WriteLine($"{row.Threads} threads, {row.StackKb} KiB each: {row.Bytes / 1024.0:0.#} KiB scanned; map read {Micro(row.MapMedian)} (p99 {Micro(row.MapP99)}); "
+                + $"scan with map {Micro(row.ScanMedian)} (p99 {Micro(row.ScanP99)}); apply pause entry {Micro(row.EntryPause)}, stack {Micro(row.StackPause)}");
+        if (options.WriteDocs)
+            Console.WriteLine($"stacks: wrote {WriteDocs(root, rows, runs)}");
+    });
 
     /// <summary>Stops every thread <paramref name="runs"/> times (after 20 unmeasured) and times the mappings read and the scan inside each stop.</summary>
-    private static (long Bytes, List<TimeSpan> Map, List<TimeSpan> Scan) MeasureScan(int pid, int runs)
+    private static (long Bytes, List<TimeSpan> Map, List<TimeSpan> Scan) MeasureScan(int pid, int runs, CancellationToken cancel)
     {
         StopWindowCode.EnsureCompiled();
         using var target = TargetProcess.Open(pid);
@@ -99,6 +65,7 @@ internal static class StackScanBenchmark
         using var session = PtraceSession.Attach(pid);
         for (var run = -20; run < runs; run++)
         {
+            cancel.ThrowIfCancellationRequested();
             var (map, scan, scanned) = session.OnTracer(() =>
             {
                 session.StopAll(Stopwatch.GetTimestamp() + 2 * Stopwatch.Frequency);
@@ -136,7 +103,7 @@ internal static class StackScanBenchmark
     }
 
     /// <summary>Applies and reverts the payload <paramref name="runs"/> times (after one unmeasured pair) under <paramref name="model"/>.</summary>
-    private static (List<TimeSpan> Pauses, int MaxAttempts) MeasurePause(int pid, string payload, ConsistencyModel model, int runs)
+    private static (List<TimeSpan> Pauses, int MaxAttempts) MeasurePause(int pid, string payload, ConsistencyModel model, int runs, CancellationToken cancel)
     {
         using var patcher = LivePatcher.Attach(pid, new LivePatchOptions { Timeout = TimeSpan.FromSeconds(2), Consistency = model });
         // Loaded once, then applied by name: a reverted payload stays loaded.
@@ -146,6 +113,7 @@ internal static class StackScanBenchmark
         var attempts = 0;
         for (var run = 0; run < Math.Max(runs, 5); run++)
         {
+            cancel.ThrowIfCancellationRequested();
             var applied = patcher.ApplyLoaded(name);
             pauses.Add(applied.Pause);
             attempts = Math.Max(attempts, applied.Attempts);
@@ -155,14 +123,12 @@ internal static class StackScanBenchmark
         return (pauses, attempts);
     }
 
-    private static void WriteDocs(string root, List<Row> rows, int runs)
+    /// <summary>Replaces the stacks section of docs/benchmarks.md and returns the file's path.</summary>
+    private static string WriteDocs(string root, List<Row> rows, int runs)
     {
-        var path = Path.Combine(root, "docs", "benchmarks.md");
-        var text = File.ReadAllText(path);
         var table = string.Join("\n", rows.Select(r =>
             $"| {r.Threads} | {r.StackKb} KiB | {r.Bytes / 1024.0:0.#} KiB | {Micro(r.MapMedian)} / {Micro(r.MapP99)} | {Micro(r.ScanMedian)} / {Micro(r.ScanP99)} | {Micro(r.EntryPause)} | {Micro(r.StackPause)} |"));
         var section = $"""
-            <!-- stacks:begin -->
             Measured {DateTime.UtcNow:yyyy-MM-dd} on {Environment.ProcessorCount} CPUs, Linux {Environment.OSVersion.Version}, Release build: bench/stacks/target.c, its
             threads asleep in nanosleep at the stack depth shown, the main thread calling compute() every millisecond. Scan: {runs}
             stops, each timing inside the stop the stack mappings' lookup alone (open /proc/PID/maps, one PROCMAP_QUERY per thread,
@@ -172,39 +138,9 @@ internal static class StackScanBenchmark
             | threads stopped | live stack per sleeping thread | stack bytes scanned per stop | mapping lookup, median / p99 | whole scan, median / p99 | apply pause, entry | apply pause, stack |
             | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
             {table}
-            <!-- stacks:end -->
+
             """;
-        var begin = text.IndexOf("<!-- stacks:begin -->", StringComparison.Ordinal);
-        var end = text.IndexOf("<!-- stacks:end -->", StringComparison.Ordinal);
-        text = begin >= 0 && end > begin
-            ? text[..begin] + section + text[(end + "<!-- stacks:end -->".Length)..]
-            : text.TrimEnd() + "\n\n## Stack consistency: the scan inside the stop\n\n" + section + "\n";
-        File.WriteAllText(path, text);
-        Console.WriteLine($"stacks: wrote {path}");
-    }
-
-    private static int Start(string executable, int threads, int stackKb, out Process shell)
-    {
-        var start = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in new[] { "-c", "\"$0\" \"$@\"; exit $?", executable, threads.ToString(CultureInfo.InvariantCulture), stackKb.ToString(CultureInfo.InvariantCulture), "600" })
-            start.ArgumentList.Add(argument);
-        shell = Process.Start(start) ?? throw new InvalidOperationException("could not start /bin/sh");
-        var ready = shell.StandardOutput.ReadLine() ?? throw new InvalidOperationException($"the target printed nothing: {shell.StandardError.ReadToEnd()}");
-        return int.Parse(ready.Split(' ')[1], CultureInfo.InvariantCulture);
-    }
-
-    private static void Kill(int pid, Process shell)
-    {
-        try
-        {
-            using var kill = Process.Start("kill", ["-9", pid.ToString(CultureInfo.InvariantCulture)]);
-            kill.WaitForExit();
-        }
-        finally
-        {
-            shell.WaitForExit(5000);
-            shell.Dispose();
-        }
+        return BenchmarksDocument.ReplaceSection(root, "stacks", section);
     }
 
     private static string Micro(TimeSpan value) => value.TotalMicroseconds < 100 ? $"{value.TotalMicroseconds:0.0} µs" : $"{value.TotalMicroseconds:0} µs";
@@ -214,25 +150,30 @@ internal static class StackScanBenchmark
     private static TimeSpan Percentile(List<TimeSpan> values, double fraction) =>
         values.Order().ElementAt(Math.Min(values.Count - 1, (int)(values.Count * fraction)));
 
-    private static void Gcc(string[] arguments)
-    {
-        var start = new ProcessStartInfo("gcc") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var argument in arguments)
-            start.ArgumentList.Add(argument);
-        using var gcc = Process.Start(start) ?? throw new InvalidOperationException("could not start gcc");
-        var stderr = gcc.StandardError.ReadToEndAsync();
-        gcc.StandardOutput.ReadToEnd();
-        gcc.WaitForExit();
-        if (gcc.ExitCode != 0)
-            throw new InvalidOperationException($"gcc {string.Join(' ', arguments)} failed: {stderr.Result}");
-    }
+    [GeneratedRegex(@"^ready (\d+) compute=0x[0-9a-f]+$")]
+    private static partial Regex ReadyLine();
+}
 
-    private static string RepositoryRoot()
+/// <summary>Command-line options of <c>stacks</c>.</summary>
+internal sealed record StacksOptions(int[] Threads, int[] StackKb, int Runs, bool WriteDocs)
+{
+    public static StacksOptions Parse(OptionReader options)
     {
-        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
-            for (var directory = new DirectoryInfo(start); directory is not null; directory = directory.Parent)
-                if (File.Exists(Path.Combine(directory.FullName, "LivePatch.sln")) && File.Exists(Path.Combine(directory.FullName, "bench", "stacks", "target.c")))
-                    return directory.FullName;
-        throw new InvalidOperationException("run from inside the LivePatch repository: bench/stacks/target.c not found");
+        int[] threads = [8];
+        int[] stackKb = [4, 64, 1024];
+        var runs = 200;
+        var writeDocs = false;
+        while (options.Next() is { } option)
+        {
+            switch (option)
+            {
+                case "--threads": threads = options.PositiveInts(); break;
+                case "--stack-kb": stackKb = options.PositiveInts(); break;
+                case "--runs": runs = options.PositiveInt(); break;
+                case "--write-docs": writeDocs = true; break;
+                default: throw options.Unknown();
+            }
+        }
+        return new StacksOptions(threads, stackKb, runs, writeDocs);
     }
 }
