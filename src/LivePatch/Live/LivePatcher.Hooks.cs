@@ -13,7 +13,7 @@ public sealed partial class LivePatcher
 {
     /// <summary>The payload's hooks at the addresses they were linked at, for the record.</summary>
     private static List<AppliedHookInfo> LinkedHooks(Payload payload, LinkedPayload linked) =>
-        [.. payload.Hooks.Select(h => new AppliedHookInfo(h.Kind, h.Name, linked.AddressOf(h.Symbol)))];
+        [.. payload.Hooks.OrderBy(h => h.Kind).Select(h => new AppliedHookInfo(h.Kind, h.Name, linked.AddressOf(h.Symbol)))];
 
     /// <summary>Before one stop that reverts every payload in <paramref name="reverted"/> and applies <paramref name="applied"/>: their pre-revert hooks (newest first), then its pre-apply hook.</summary>
     private void RunHooksBeforeReplace(IEnumerable<AppliedPayloadInfo> reverted, AppliedPayloadInfo applied)

@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
-using System.Globalization;
 using System.Runtime.InteropServices;
 using LivePatch.Targets.Native;
 
@@ -52,17 +51,18 @@ internal sealed partial class PtraceSession
     private const ulong RedZone = 128;
     private const ulong TrapFlag = 0x100;
     private const ulong DirectionFlag = 0x400;
-    private const int SiKernel = 0x80;
+    private const ulong Page = 0x1000;
 
+    private const int PtraceSyscall = 24;
     private const int PtraceGetFpRegs = 14;
     private const int PtraceSetFpRegs = 15;
     private const int PtraceGetSigInfo = 0x4202;
-    private const int PtraceSetSigInfo = 0x4203;
     private const int PtraceGetRegSet = 0x4204;
     private const int PtraceSetRegSet = 0x4205;
     private const int NtX86Xstate = 0x202;
     private const int SigInfoSize = 128;
     private const int FxsaveSize = 512;
+    private const int SyscallStopCode = 5; // si_code of a syscall stop without PTRACE_O_TRACESYSGOOD: SIGTRAP
 
     // Larger than any XSAVE area (AMX tiles included); the kernel says how much it filled.
     private const int XstateBufferSize = 64 * 1024;
@@ -70,19 +70,19 @@ internal sealed partial class PtraceSession
     // How long signals held back during a call may take to go through once the thread runs again.
     private static readonly TimeSpan DeliveryWindow = TimeSpan.FromMilliseconds(100);
 
-    private ulong? _trapInstruction;
-
     /// <summary>
     /// Makes the stopped thread <paramref name="tid"/> call <paramref name="function"/> with up to six integer
     /// <paramref name="arguments"/> (System V ABI) and waits up to <paramref name="timeout"/> for it to return; the other
-    /// threads keep their state (running ones run on). The frame is built below the red zone, 16-byte aligned at the
-    /// call, with a return address that is an <c>int3</c> byte of the target's own code, so the return traps back to us.
-    /// Afterwards every register, the x87/SSE/AVX state included, is put back as it was (a system call the thread was
-    /// parked in is restarted as before), and signals that arrived for the thread meanwhile are delivered once it runs
-    /// again (before this returns). A fault of the function and a timeout abandon it where it is. The thread is left
-    /// stopped. Must run on the tracer thread.
+    /// threads keep their state (running ones run on). Below the thread's red zone go a save area (its registers and
+    /// x87/SSE/AVX state) and the call frame, 16-byte aligned at the call, whose return address is a stub mapped for the
+    /// call (<see cref="CallReturnStub"/>): its first system call stops the thread for us, and if livepatch dies before
+    /// that, the stub puts the thread back by itself. Afterwards every register and the vector state are put back as
+    /// they were (a system call the thread was parked in is restarted as before), and signals that arrived for the
+    /// thread meanwhile are delivered (before this returns). A fault of the function and a timeout abandon it where it
+    /// is. The thread is left in an event stop, from which it runs on cleanly should livepatch die. Must run on the
+    /// tracer thread.
     /// </summary>
-    /// <exception cref="TargetException">The thread cannot make the call (its stack, SIGTRAP ignored), exited, or never stopped after the timeout.</exception>
+    /// <exception cref="TargetException">The thread cannot make the call (no room below its stack pointer, no memory for the stub), exited, or never stopped after the timeout.</exception>
     public RemoteCallResult CallFunction(int tid, ulong function, TimeSpan timeout, params ReadOnlySpan<ulong> arguments)
     {
         RequireTracer();
@@ -90,56 +90,63 @@ internal sealed partial class PtraceSession
             throw new ArgumentException($"a remote call passes at most {MaxCallArguments} arguments, not {arguments.Length}", nameof(arguments));
         if (!_threads.TryGetValue(tid, out var thread) || !thread.Stopped)
             throw new InvalidOperationException($"thread {tid} of process {Pid} must be stopped by this session to make a call");
-        RefuseTrapThatWouldChangeTheProgram(tid);
-        var trap = _trapInstruction ??= FindInExecutableMemory([0xcc], "int3 byte");
+        var deferred = new List<int>();
+        // A thread stopped by a signal of the program (rather than by our interrupt) holds it: let it have it first.
+        if (thread.PendingSignal != 0)
+            ReturnToEventStop(thread, deferred);
+
         var saved = GetRegisters(tid);
         var savedFloat = GetFloatState(tid);
-        var frame = ((saved.Rsp - RedZone) & ~0xfUL) - 8; // rsp + 8 is 16-byte aligned at entry, as after a call
-        WriteReturnAddress(tid, frame, trap);
-
-        var call = saved;
-        call.Rip = function;
-        call.Rsp = frame;
-        call.Rax = 0; // no vector registers for a variadic callee
-        call.OrigRax = ulong.MaxValue; // not in a system call: keeps the kernel from restarting an interrupted one into the call
-        call.Eflags &= ~(TrapFlag | DirectionFlag);
-        Span<ulong> registers = stackalloc ulong[MaxCallArguments];
-        arguments.CopyTo(registers);
-        (call.Rdi, call.Rsi, call.Rdx, call.Rcx, call.R8, call.R9) = (registers[0], registers[1], registers[2], registers[3], registers[4], registers[5]);
-
-        // A thread stopped by a signal of the program (rather than by our interrupt) holds it: it is delivered after the call.
-        var deferred = new List<(int Signal, byte[] Info)>();
-        if (thread.PendingSignal != 0)
-        {
-            deferred.Add((thread.PendingSignal, GetSignalInfo(tid)));
-            thread.PendingSignal = 0;
-        }
-
-        SetRegisters(tid, call);
+        var (frame, saveArea) = CallFrame(tid, saved.Rsp, savedFloat.Bytes.Length);
+        var stub = CallReturnStub.Build(savedFloat.IsXsave);
+        var page = MapStub(tid, stub, ResumePoint(saved).Rip);
         RemoteCallResult result;
         try
         {
-            result = RunCall(thread, function, trap, frame, timeout, deferred);
+            WriteSaveArea(frame, page, saved, savedFloat);
+            var call = saved;
+            call.Rip = function;
+            call.Rsp = frame;
+            call.Rax = 0; // no vector registers for a variadic callee
+            call.OrigRax = ulong.MaxValue; // not in a system call: keeps the kernel from restarting an interrupted one into the call
+            call.Eflags &= ~(TrapFlag | DirectionFlag);
+            Span<ulong> registers = stackalloc ulong[MaxCallArguments];
+            arguments.CopyTo(registers);
+            (call.Rdi, call.Rsi, call.Rdx, call.Rcx, call.R8, call.R9) = (registers[0], registers[1], registers[2], registers[3], registers[4], registers[5]);
+            SetRegisters(tid, call);
+            result = RunCall(thread, function, page + (ulong)stub.MarkerEnd, saveArea, timeout, deferred);
+            Restore(tid, saved, savedFloat);
         }
         catch
         {
+            // A thread that never stopped may still return into the stub: leave it mapped then.
             if (thread.Stopped && _threads.ContainsKey(tid))
+            {
                 Restore(tid, saved, savedFloat);
+                Syscall(tid, SysMunmap, (long)page, (long)Page);
+            }
             throw;
         }
-        Restore(tid, saved, savedFloat);
+        Syscall(tid, SysMunmap, (long)page, (long)Page);
         if (deferred.Count > 0)
-            DeliverHeldSignals(thread, deferred, atSignalStop: result.End != RemoteCallEnd.TimedOut);
+            DeliverHeldSignals(thread, deferred);
         return result;
     }
 
-    private RemoteCallResult RunCall(TracedThread thread, ulong function, ulong trap, ulong frame, TimeSpan timeout, List<(int Signal, byte[] Info)> deferred)
+    private const long SysMmap = 9;
+    private const long SysMunmap = 11;
+
+    /// <summary>
+    /// Runs the call until the stub's marker system call (returned), a fault of the function, or the timeout; every
+    /// way it ends, the thread is left in an event stop with the call's registers.
+    /// </summary>
+    private RemoteCallResult RunCall(TracedThread thread, ulong function, ulong markerEnd, ulong saveArea, TimeSpan timeout, List<int> deferred)
     {
         var tid = thread.Tid;
         var started = Stopwatch.GetTimestamp();
         var deadline = started + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
         long? graceEnd = null;
-        Resume(thread);
+        ResumeStoppingAtSystemCalls(thread);
         while (true)
         {
             var status = Poll(thread);
@@ -157,7 +164,7 @@ internal sealed partial class PtraceSession
                 else if (now > graceEnd)
                 {
                     throw new TargetException(TargetError.Timeout, Pid,
-                        $"thread {tid} of process {Pid} is still running the function called at 0x{function:x} and does not stop ({ThreadState(tid)}): it was left running it");
+                        $"thread {tid} of process {Pid} is still running the function called at 0x{function:x} and does not stop ({ThreadState(tid)}): it was left running it (it puts itself back when it returns)");
                 }
                 Libc.MicroSleep(20);
                 continue;
@@ -171,25 +178,82 @@ internal sealed partial class PtraceSession
             if (ptraceEvent != 0)
             {
                 // A leftover interrupt, a group stop or a task event: the call goes on.
-                Resume(thread);
+                ResumeStoppingAtSystemCalls(thread);
                 continue;
             }
 
             thread.PendingSignal = 0;
-            var registers = GetRegisters(tid);
             var info = GetSignalInfo(tid);
             var code = BinaryPrimitives.ReadInt32LittleEndian(info.AsSpan(8));
-            if (signal == Libc.Sigtrap && code == SiKernel && registers.Rip == trap + 1 && registers.Rsp == frame + 8)
-                return new RemoteCallResult(RemoteCallEnd.Returned, registers.Rax, tid, elapsed);
+            if (signal == Libc.Sigtrap && code == SyscallStopCode)
+            {
+                var registers = GetRegisters(tid);
+                if (registers.Rip == markerEnd && registers.OrigRax == CallReturnStub.MarkerSystemCall && registers.Rsp == saveArea)
+                {
+                    // Let getpid run and stop again before user code: an event stop is safe should livepatch die.
+                    ReturnToEventStop(thread, deferred);
+                    return new RemoteCallResult(RemoteCallEnd.Returned, registers.Rdi, tid, elapsed);
+                }
+                ResumeStoppingAtSystemCalls(thread); // a system call of the function itself
+                continue;
+            }
             if (IsFaultSignal(signal) && code > 0)
+            {
+                var registers = GetRegisters(tid);
+                ReturnToEventStop(thread, deferred); // the fault is dropped
                 return new RemoteCallResult(RemoteCallEnd.Faulted, 0, tid, elapsed, signal, BinaryPrimitives.ReadUInt64LittleEndian(info.AsSpan(16)), registers.Rip);
+            }
             // The program's signal, sent while the function runs: held back until the thread is its own again.
-            deferred.Add((signal, info));
-            Resume(thread);
+            deferred.Add(signal);
+            ResumeStoppingAtSystemCalls(thread);
         }
     }
 
     private static bool IsFaultSignal(int signal) => signal is 4 or 5 or 7 or 8 or 11 or 31;
+
+    private void ResumeStoppingAtSystemCalls(TracedThread thread)
+    {
+        thread.Stopped = false;
+        if (Libc.Ptrace(PtraceSyscall, thread.Tid, 0, 0) < 0 && Marshal.GetLastPInvokeError() == Libc.Esrch)
+            _threads.Remove(thread.Tid);
+    }
+
+    /// <summary>
+    /// Brings a stopped thread to an event stop: interrupted, then resumed without a signal, it stops again before it
+    /// returns to user code (a system call it was stopped at the entry of runs first). A signal of the program it stops
+    /// for meanwhile is given to it (its own pending one at the start), others held back in <paramref name="deferred"/>.
+    /// </summary>
+    private void ReturnToEventStop(TracedThread thread, List<int> deferred)
+    {
+        // Interrupt skips a stopped thread; sent now, the trap waits for the resume.
+        if (!thread.InterruptInFlight)
+        {
+            if (Libc.Ptrace(Libc.PtraceInterrupt, thread.Tid, 0, 0) < 0)
+                throw Failure("PTRACE_INTERRUPT", thread.Tid);
+            thread.InterruptInFlight = true;
+        }
+        Resume(thread); // with the thread's own pending signal, if it had one
+        var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency * 5;
+        while (true)
+        {
+            var status = Poll(thread);
+            if (!_threads.ContainsKey(thread.Tid))
+                throw new TargetException(TargetError.Exited, Pid, $"thread {thread.Tid} of process {Pid} exited");
+            if (!thread.Stopped)
+            {
+                if (Stopwatch.GetTimestamp() > deadline)
+                    throw new TargetException(TargetError.Timeout, Pid, $"thread {thread.Tid} of process {Pid} did not stop again around a call made for livepatch ({ThreadState(thread.Tid)})");
+                Libc.MicroSleep(20);
+                continue;
+            }
+            if (status!.Value >> 16 == Libc.PtraceEventStop)
+                return;
+            if (status.Value >> 16 == 0 && thread.PendingSignal != 0)
+                deferred.Add(thread.PendingSignal);
+            thread.PendingSignal = 0;
+            Resume(thread);
+        }
+    }
 
     // Threads that run on during the call get the signals sent to them instead of waiting for our next stop.
     private void ForwardSignalsOfOtherThreads(int caller)
@@ -201,34 +265,24 @@ internal sealed partial class PtraceSession
         }
     }
 
+    // The vector state first: should livepatch die between the two, the thread still holds the call's registers and
+    // puts itself back through the stub, whose save area has the same vector state.
     private void Restore(int tid, in UserRegisters registers, FloatState state)
     {
-        SetRegisters(tid, registers);
         SetFloatState(tid, state);
+        SetRegisters(tid, registers);
     }
 
     /// <summary>
-    /// Delivers the signals held back during the call before the thread is handed back: the first is injected at the
-    /// resume when the thread sits in a signal-delivery stop (its siginfo kept), any other is sent again with tgkill
-    /// (ptrace injects one per stop). A traced thread stops at each signal it gets, so the thread runs until each has
-    /// gone through (or for <see cref="DeliveryWindow"/> at most: one blocked again stays pending in the kernel) and is
-    /// then interrupted, so that it is stopped again as the caller expects.
+    /// Delivers the signals held back during the call before the thread is handed back: each is sent again with
+    /// tgkill; as a traced thread stops at each signal it gets, the thread runs until each has gone through (or for
+    /// <see cref="DeliveryWindow"/> at most: one it blocks stays pending in the kernel) and is then stopped again.
     /// </summary>
-    private void DeliverHeldSignals(TracedThread thread, List<(int Signal, byte[] Info)> deferred, bool atSignalStop)
+    private void DeliverHeldSignals(TracedThread thread, List<int> deferred)
     {
-        var remaining = deferred.Select(d => d.Signal).ToList();
-        for (var i = 0; i < deferred.Count; i++)
-        {
-            if (i == 0 && atSignalStop)
-            {
-                SetSignalInfo(thread.Tid, deferred[0].Info);
-                thread.PendingSignal = deferred[0].Signal;
-            }
-            else
-            {
-                Libc.Syscall3(Libc.SysTgkill, Pid, thread.Tid, deferred[i].Signal);
-            }
-        }
+        var remaining = new List<int>(deferred);
+        foreach (var signal in deferred)
+            Libc.Syscall3(Libc.SysTgkill, Pid, thread.Tid, signal);
         var deadline = Stopwatch.GetTimestamp() + (long)(DeliveryWindow.TotalSeconds * Stopwatch.Frequency);
         var interrupted = false;
         Resume(thread);
@@ -257,43 +311,73 @@ internal sealed partial class PtraceSession
         // The program ended itself with one of its signals: nothing to hand back.
     }
 
-    private void WriteReturnAddress(int tid, ulong frame, ulong trap)
+    /// <summary>
+    /// Where the thread resumes and what rax holds when it does, as the kernel leaves them when no signal handler
+    /// runs: a system call interrupted with a restart code is executed again (restart_syscall for a restart block).
+    /// </summary>
+    internal static (ulong Rax, ulong Rip) ResumePoint(in UserRegisters registers)
     {
-        var region = MemoryMap.Read(Pid).Find(frame);
-        if (region is not { } stack || !stack.Protection.HasFlag(MemoryProtection.Write))
-            throw new TargetException(TargetError.SystemCallFailed, Pid,
-                $"process {Pid}: thread {tid} cannot make a call: 0x{frame:x}, below its stack pointer's red zone, is not writable memory");
-        Span<byte> returnAddress = stackalloc byte[8];
-        BinaryPrimitives.WriteUInt64LittleEndian(returnAddress, trap);
-        using var memory = new ProcessMemory(Pid);
-        memory.Write(frame, returnAddress);
+        if ((long)registers.OrigRax < 0)
+            return (registers.Rax, registers.Rip);
+        return (long)registers.Rax switch
+        {
+            -512 or -513 or -514 => (registers.OrigRax, registers.Rip - 2), // ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND
+            -516 => (219, registers.Rip - 2), // ERESTART_RESTARTBLOCK: restart_syscall
+            _ => (registers.Rax, registers.Rip),
+        };
     }
 
     /// <summary>
-    /// The call returns through an int3, whose SIGTRAP the kernel forces: were SIGTRAP ignored, or blocked in the thread
-    /// while the program catches it, forcing it would reset the program's disposition to the default. Refuse instead.
+    /// The call frame's address (the return address slot) and the save area's just above it, below the red zone:
+    /// the save area 64-byte aligned, so <c>rsp + 8</c> is 16-byte aligned at the function's entry as after a call.
     /// </summary>
-    private void RefuseTrapThatWouldChangeTheProgram(int tid)
+    private (ulong Frame, ulong SaveArea) CallFrame(int tid, ulong rsp, int vectorSize)
     {
-        var trap = 1UL << (Libc.Sigtrap - 1);
-        var ignored = (SignalSet(tid, "SigIgn:") & trap) != 0;
-        var blockedAndCaught = (SignalSet(tid, "SigBlk:") & SignalSet(tid, "SigCgt:") & trap) != 0;
-        if (ignored || blockedAndCaught)
+        var top = rsp - RedZone;
+        var saveArea = (top - (ulong)(CallReturnStub.VectorOffset + vectorSize)) & ~63UL;
+        var frame = saveArea - 8;
+        var region = MemoryMap.Read(Pid).Find(frame);
+        if (region is not { } stack || !stack.Protection.HasFlag(MemoryProtection.Write) || !stack.Contains(top - 1))
             throw new TargetException(TargetError.SystemCallFailed, Pid,
-                $"process {Pid}: thread {tid} cannot make a call: the program {(ignored ? "ignores SIGTRAP" : "catches SIGTRAP and the thread blocks it")}, and the call's return trap would reset that");
+                $"process {Pid}: thread {tid} cannot make a call: the {top - frame} bytes below its stack pointer's red zone (0x{frame:x}) are not writable memory");
+        return (frame, saveArea);
     }
 
-    private ulong SignalSet(int tid, string field)
+    /// <summary>Maps a page for the stub with the thread's own mmap and writes the stub, resuming at <paramref name="resume"/>.</summary>
+    private ulong MapStub(int tid, CallReturnStub.Code stub, ulong resume)
     {
+        var page = Syscall(tid, SysMmap, 0, (long)Page, 5 /* PROT_READ | PROT_EXEC */, 0x22 /* MAP_PRIVATE | MAP_ANONYMOUS */, -1, 0);
+        if (page is < 0 and > -4096)
+            throw new TargetException(TargetError.SystemCallFailed, Pid, $"process {Pid}: mmap of a page for a call failed with errno {-page}");
+        var bytes = (byte[])stub.Bytes.Clone();
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan(stub.ResumeSlot), resume);
         try
         {
-            var line = File.ReadLines($"/proc/{Pid}/task/{tid}/status").FirstOrDefault(l => l.StartsWith(field, StringComparison.Ordinal));
-            return line is null ? 0 : ulong.Parse(line[field.Length..].Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+            using var memory = new ProcessMemory(Pid);
+            memory.Write((ulong)page, bytes);
         }
-        catch (Exception error) when (error is IOException or UnauthorizedAccessException or FormatException)
+        catch
         {
-            return 0;
+            Syscall(tid, SysMunmap, page, (long)Page);
+            throw;
         }
+        return (ulong)page;
+    }
+
+    /// <summary>Writes the return address (the stub) at <paramref name="frame"/> and the save area the stub reads above it.</summary>
+    private void WriteSaveArea(ulong frame, ulong stub, in UserRegisters saved, FloatState savedFloat)
+    {
+        var bytes = new byte[8 + CallReturnStub.VectorOffset + savedFloat.Bytes.Length];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, stub);
+        var area = bytes.AsSpan(8);
+        var general = CallReturnStub.GeneralRegisters(saved, ResumePoint(saved).Rax);
+        for (var i = 0; i < general.Length; i++)
+            BinaryPrimitives.WriteUInt64LittleEndian(area[(8 * i)..], general[i]);
+        BinaryPrimitives.WriteUInt64LittleEndian(area[(8 * general.Length)..], saved.Eflags);
+        BinaryPrimitives.WriteUInt64LittleEndian(area[(8 * (general.Length + 1))..], saved.Rsp);
+        savedFloat.Bytes.CopyTo(area[CallReturnStub.VectorOffset..]);
+        using var memory = new ProcessMemory(Pid);
+        memory.Write(frame, bytes);
     }
 
     /// <summary>The address of <paramref name="bytes"/> in the target's executable memory, the vDSO first, then libc.</summary>
@@ -330,18 +414,6 @@ internal sealed partial class PtraceSession
             }
         }
         return info;
-    }
-
-    private void SetSignalInfo(int tid, byte[] info)
-    {
-        unsafe
-        {
-            fixed (byte* pointer = info)
-            {
-                if (Libc.Ptrace(PtraceSetSigInfo, tid, 0, (nint)pointer) < 0)
-                    throw Failure("PTRACE_SETSIGINFO", tid);
-            }
-        }
     }
 
     /// <summary>The thread's floating-point and vector state: the whole XSAVE area, or the FXSAVE one on a CPU without XSAVE.</summary>

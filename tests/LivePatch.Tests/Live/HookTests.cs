@@ -81,6 +81,21 @@ public class HookTests
     }
 
     [Fact]
+    public void Load_runs_no_hook_and_applying_the_loaded_payload_by_name_runs_its_recorded_ones()
+    {
+        using var worker = StartWorker();
+        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+
+        patcher.Load(Build("steps"));
+        worker.AssertValueBecomes("counter", 0);
+        patcher.ApplyLoaded("steps");
+
+        worker.AssertValueBecomes("counter", 1001);
+        Assert.Equal([PayloadHookKind.PreApply, PayloadHookKind.PostApply, PayloadHookKind.PreRevert, PayloadHookKind.PostRevert],
+            Assert.Single(patcher.List()).Hooks.Select(h => h.Kind));
+    }
+
+    [Fact]
     public void Replace_runs_the_revert_hooks_of_the_payload_it_reverts_whose_veto_refuses_it_and_the_new_one_calls_its_original()
     {
         using var worker = StartWorker();
@@ -123,6 +138,47 @@ public class HookTests
         target.AssertValueBecomes("value", 7);
         // read() kept every byte in order and nanosleep() slept its whole 20 ms each time.
         target.AssertValueBecomes("errors", 0);
+    }
+
+    // The hook runs on the main thread; hooked is 1 while it runs (700 ms) and 2 once it is about to return.
+    [Theory]
+    [InlineData("redzone")]
+    [InlineData("read")]
+    [InlineData("sleep")]
+    public void Killing_livepatch_while_a_hook_runs_lets_the_thread_finish_it_and_put_itself_back(string mode)
+    {
+        using var target = RemoteCallTests.StartCalls(mode);
+        target.AssertValueBecomes("redzone_errors", 0);
+        ulong hooked;
+        using (var process = TargetProcess.Open(target.Pid))
+            hooked = process.ResolveSymbol("hooked").Address;
+
+        using (var livepatch = LivepatchCli.Start("apply", target.Pid.ToString(CultureInfo.InvariantCulture), Build("slow"), "--timeout", "2000"))
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+            while (HookedValue(target.Pid, hooked) != 1)
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the hook never started");
+                Thread.Sleep(5);
+            }
+            livepatch.Kill();
+            livepatch.WaitForExit(10_000);
+        }
+
+        target.AssertValueBecomes("hooked", 2);
+        Assert.Equal(0, RunningTarget.TracerProcess(target.Pid));
+        target.AssertValueBecomes("value", 7); // nothing was redirected
+        // The thread put back its registers, vector state and parked system call by itself.
+        target.AssertValueBecomes("errors", 0);
+        target.AssertValueBecomes("redzone_errors", 0);
+        var n = target.NextValue("n");
+        Assert.True(target.NextValue("n") > n, "the target runs on");
+    }
+
+    private static int HookedValue(int pid, ulong address)
+    {
+        using var process = TargetProcess.Open(pid);
+        return BitConverter.ToInt32(process.ReadMemory(address, 4));
     }
 
     [Fact]

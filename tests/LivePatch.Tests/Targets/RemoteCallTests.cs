@@ -9,7 +9,8 @@ namespace LivePatch.Tests.Targets;
 /// <summary>
 /// <see cref="PtraceSession.CallFunction"/> on real processes (tests/fixtures/targets/calls.c): the thread's registers,
 /// vector state and red zone come back unchanged, a system call it was parked in restarts as if nothing happened,
-/// signals sent meanwhile arrive after, and a call that hangs or crashes is abandoned with the program alive.
+/// signals sent meanwhile arrive after, and a call that hangs or crashes is abandoned with the program alive. (The
+/// thread putting itself back when livepatch dies during a call is tested with hooks, in HookTests.)
 /// </summary>
 [Collection(ProcessTests.Name)]
 public partial class RemoteCallTests
@@ -79,6 +80,7 @@ public partial class RemoteCallTests
     public void A_thread_parked_in_a_system_call_makes_calls_and_its_system_call_goes_on_as_before(string mode)
     {
         using var target = StartCalls(mode);
+        var maps = File.ReadAllLines($"/proc/{target.Pid}/maps");
         using var session = PtraceSession.Attach(target.Pid);
         var setHooked = target.ReadyAddress("set_hooked");
 
@@ -92,6 +94,7 @@ public partial class RemoteCallTests
         }
 
         target.AssertValueBecomes("hooked", 20);
+        Assert.Equal(maps, File.ReadAllLines($"/proc/{target.Pid}/maps")); // each call's return stub was unmapped
         // read() kept every byte in sequence and nanosleep() returned 0 after its full 20 ms each time.
         target.AssertValueBecomes("errors", 0);
         var n = target.NextValue("n");
