@@ -212,6 +212,23 @@ internal sealed partial class RunningTarget : IDisposable
             return _all.TakeLast(count).ToList();
     }
 
+    /// <summary>How many lines the program printed so far: a mark for <see cref="LinesSince"/>.</summary>
+    public int LineCount
+    {
+        get
+        {
+            lock (_all)
+                return _all.Count;
+        }
+    }
+
+    /// <summary>The lines printed after the first <paramref name="mark"/> ones (<see cref="LineCount"/>).</summary>
+    public IReadOnlyList<string> LinesSince(int mark)
+    {
+        lock (_all)
+            return _all.Skip(mark).ToList();
+    }
+
     public void Dispose()
     {
         // A target behind the shell is not ours to reap: kill it by PID. A direct child the runtime kills and reaps.
