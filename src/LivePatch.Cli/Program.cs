@@ -13,6 +13,7 @@ var root = new RootCommand("""
     LiveCommands.Unload(),
     LiveCommands.Check(),
     LiveCommands.List(),
+    RecoverCommand.Create(),
     DemoCommand.Create(),
     SitesCommand.Create(),
     RunCommand.Create(),

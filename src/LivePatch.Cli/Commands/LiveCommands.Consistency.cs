@@ -25,6 +25,7 @@ internal static partial class LiveCommands
         {
             Timeout = options.Timeout,
             Cancellation = options.Cancellation,
+            Checkpoint = options.Checkpoint,
             Consistency = consistency == "stack" ? ConsistencyModel.Stack : ConsistencyModel.Entry,
         };
     }

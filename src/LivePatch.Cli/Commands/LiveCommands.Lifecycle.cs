@@ -105,6 +105,7 @@ internal static partial class LiveCommands
         {
             Timeout = options.Timeout,
             Cancellation = options.Cancellation,
+            Checkpoint = options.Checkpoint,
             Consistency = options.Consistency,
             Force = force,
             Deny = deny ?? [],

@@ -121,6 +121,7 @@ internal static partial class LiveCommands
         command.SetAction(parse => Run(_ =>
         {
             var payloads = LivePatcher.List(parse.GetValue(pid));
+            RecoverCommand.ShowInterrupted(parse.GetValue(pid), toError: parse.GetValue(json));
             if (parse.GetValue(json))
             {
                 Console.WriteLine(JsonSerializer.Serialize(payloads, ListJson));
@@ -192,7 +193,7 @@ internal static partial class LiveCommands
     };
 
     private static LivePatchOptions Options(int timeoutMilliseconds, CancellationToken cancellation) =>
-        new() { Timeout = TimeSpan.FromMilliseconds(Math.Max(1, timeoutMilliseconds)), Cancellation = cancellation };
+        new() { Timeout = TimeSpan.FromMilliseconds(Math.Max(1, timeoutMilliseconds)), Cancellation = cancellation, Checkpoint = KillAtStep.FromEnvironment() };
 
     private static string Functions(IEnumerable<AppliedFunctionInfo> functions) =>
         string.Join(", ", functions.Select(f => $"{f.Name} -> {f.NewSymbol}"));

@@ -45,6 +45,8 @@ public enum LivePatchRefusal
     ThreadsOnSeveralCpus,
     /// <summary>A call site's ops slot changed between the backend's choice and the write (the program was setting its ops table).</summary>
     CallSiteSlotChanged,
+    /// <summary>An earlier action's livepatch run died before finishing it: run <c>livepatch recover</c> (<see cref="LivePatcher.Recover"/>) first.</summary>
+    Interrupted,
 }
 
 /// <summary>LivePatch refused an action; the message names the payload, the function or the process, and why. The target was not changed.</summary>

@@ -20,6 +20,7 @@ public sealed partial class LivePatcher
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public CallSitesReport ApplyCallSites(CallSiteBackend? backend = null, string? module = null)
     {
+        RefuseWhileInterrupted();
         var target = ModuleOrMain(module);
         var plan = PlanCallSites(target, backend ?? CallSiteBackend.Default);
         return PokeCallSites(target.Name, plan.Decisions, plan.Pokes, _ => RefuseChangedSlots(plan.Slots));
@@ -60,6 +61,7 @@ public sealed partial class LivePatcher
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public CallSitesReport RestoreCallSites(string? module = null)
     {
+        RefuseWhileInterrupted();
         var target = ModuleOrMain(module);
         var view = new ProcessCallSiteView(_target, target);
         var decisions = new List<CallSiteDecision>();

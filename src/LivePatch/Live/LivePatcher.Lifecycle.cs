@@ -166,7 +166,7 @@ public sealed partial class LivePatcher
             RunHooksBeforeReplace(applied, loaded.Info);
             ThrowIfCancelled();
             var symbols = loaded.Entries.Select(e => (e.Symbol, e.PatchAddress)).ToList();
-            var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, null, _options.Cancellation, StackCheckForReplace(symbols, applied));
+            var report = PokeRecorded(sites, StackCheckForReplace(symbols, applied), ReplaceIntent(state, loaded.Info, sites), state);
             reachable = true;
             var now = DateTimeOffset.UtcNow;
             var record = state.Select(p => p.State == PayloadState.Applied ? p with { State = PayloadState.Reverted, RevertedAt = now } : p).ToList();
@@ -174,6 +174,7 @@ public sealed partial class LivePatcher
             try
             {
                 TargetState.Write(_session, _target, record);
+                Checkpoint("record-written");
             }
             catch
             {
@@ -207,24 +208,23 @@ public sealed partial class LivePatcher
         var info = state[index];
         if (info.State == PayloadState.Applied)
             throw new LivePatchException(LivePatchRefusal.StillApplied, $"payload '{name}' is applied to process {Pid}: revert it before unloading it");
-        var ranges = info.Memory.Where(b => b.Use is "text" or "trampolines")
-            .Select(b => new CodeRange(b.Address, b.Address + b.Size, b.Address, $"payload '{name}' ({b.Use})")).ToList();
-        var scanner = new StackScanner(_target, ranges);
-        var obstacle = "";
         ThrowIfCancelled();
-        var report = StopTheWorld.Run(_session, _options.Timeout, threads =>
+        RecordIntent(state, UnloadIntent(state, index));
+        StopReport report;
+        try
         {
-            if (scanner.FindObstacle(threads) is { } found)
-            {
-                obstacle = found;
-                return StopTheWorld.Outcome.Retry;
-            }
-            foreach (var block in info.Memory)
-                RemoteMemory.Unmap(_session, threads[0].Tid, block.Address, block.Size);
-            return StopTheWorld.Outcome.Done;
-        }, () => $"{obstacle}; payload '{name}' stays loaded", _options.Cancellation);
+            report = UnmapWhenUnused(name, info.Memory);
+        }
+        catch
+        {
+            // Nothing unmapped (a thread kept its code active, or cancelled): the intent goes; after a partial unmap it stays.
+            if (info.Memory.All(b => IsMapped(_target.ReadMemoryMap(), b)))
+                DropIntent(state, createdRecord: false);
+            throw;
+        }
         state.RemoveAt(index);
         TargetState.Write(_session, _target, state);
+        Checkpoint("record-written");
         return new UnloadReport(name, info.Memory, report.Threads, report.Pause, report.Attempts);
     }
 
@@ -297,7 +297,7 @@ public sealed partial class LivePatcher
             f.DisplacedBytes is null ? JumpLength : Convert.FromHexString(f.DisplacedBytes).Length, f.Name, MoveThreadFor(f))).ToList();
         RunHook(info, PayloadHookKind.PreApply);
         ThrowIfCancelled();
-        var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, null, _options.Cancellation, StackCheckForApply(symbols, state));
+        var report = PokeRecorded(sites, StackCheckForApply(symbols, state), ApplyIntent(info, state, index), state);
         progress?.Poked = true;
         var applied = info with { State = PayloadState.Applied, AppliedAt = DateTimeOffset.UtcNow, RevertedAt = null, PauseMicroseconds = report.Pause.TotalMicroseconds, Threads = report.Threads };
         List<AppliedPayloadInfo> record = [.. state];
@@ -308,6 +308,7 @@ public sealed partial class LivePatcher
         try
         {
             TargetState.Write(_session, _target, record);
+            Checkpoint("record-written");
         }
         catch
         {

@@ -43,6 +43,7 @@ public sealed partial class LivePatcher
     /// <exception cref="LivePatchException">Several threads may run at once (<see cref="LivePatchRefusal.ThreadsOnSeveralCpus"/>), or a site holds something else.</exception>
     public LockPrefixReport DropLockPrefixes()
     {
+        RefuseWhileInterrupted();
         var sites = LockSites();
         if (sites.Count == 0)
             return new LockPrefixReport(false, "no lock-prefix sites", 0, 0, 0, TimeSpan.Zero, false);

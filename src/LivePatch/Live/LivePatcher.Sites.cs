@@ -55,6 +55,7 @@ public sealed partial class LivePatcher
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public SitesReport ApplySites(SitesRequest? request = null)
     {
+        RefuseWhileInterrupted();
         request ??= new SitesRequest();
         var cpu = request.Cpu ?? CpuFeatures.Detect();
         var modules = new List<ModuleSitesReport>();
@@ -131,6 +132,7 @@ public sealed partial class LivePatcher
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public AlternativesReport ApplyAlternatives(string? module = null, CpuFeatures? cpu = null)
     {
+        RefuseWhileInterrupted();
         var target = ModuleOrMain(module);
         var (chosen, sites) = PlanAlternatives(target, cpu ?? CpuFeatures.Detect());
         if (sites.Count == 0)
@@ -181,6 +183,7 @@ public sealed partial class LivePatcher
     /// <exception cref="TargetException">Threads did not stop until the timeout.</exception>
     public StaticKeyReport SetStaticKey(string key, bool enabled, string? module = null)
     {
+        RefuseWhileInterrupted();
         ArgumentException.ThrowIfNullOrEmpty(key);
         var target = ModuleOrMain(module);
         var bias = target.LoadBias;

@@ -18,6 +18,12 @@ public sealed class LivePatchOptions
     public CancellationToken Cancellation { get; init; }
 
     /// <summary>
+    /// Told each named step an action reaches (<c>intent-recorded</c>, <c>range-1-written</c>, <c>sites-written</c>,
+    /// <c>record-written</c>...): livepatch's crash-safety tests make the process kill itself there.
+    /// </summary>
+    internal Action<string>? Checkpoint { get; init; }
+
+    /// <summary>
     /// What must hold before functions are redirected or restored: <see cref="ConsistencyModel.Entry"/> (the default)
     /// or <see cref="ConsistencyModel.Stack"/>, which also waits, until the timeout, for no thread to have the code
     /// that becomes inactive running or on its stack.
@@ -80,11 +86,11 @@ public sealed partial class LivePatcher : IDisposable
     public static IReadOnlyList<AppliedPayloadInfo> List(int pid)
     {
         using var target = TargetProcess.Open(pid);
-        return TargetState.Read(target);
+        return TargetState.ReadRecord(target).Payloads;
     }
 
     /// <summary>The payloads recorded in the target, oldest first.</summary>
-    public IReadOnlyList<AppliedPayloadInfo> List() => TargetState.Read(_target);
+    public IReadOnlyList<AppliedPayloadInfo> List() => TargetState.ReadRecord(_target).Payloads;
 
     /// <summary>Loads the payload object at <paramref name="path"/>, links it into the target and redirects its functions.</summary>
     /// <exception cref="PayloadException">The object is malformed, or a symbol or relocation cannot be linked.</exception>
@@ -135,9 +141,10 @@ public sealed partial class LivePatcher : IDisposable
         var sites = entry.Functions.Select(f => new PokeSite(f.PatchAddress, Convert.FromHexString(f.PatchBytes), Convert.FromHexString(f.OriginalBytes), JumpLength, f.Name)).ToList();
         RunHook(entry, PayloadHookKind.PreRevert);
         ThrowIfCancelled();
-        var report = TextPoker.Poke(_session, _target, sites, _options.Timeout, null, _options.Cancellation, StackCheckForRevert(entry));
+        var report = PokeRecorded(sites, StackCheckForRevert(entry), RevertIntent(state, index), state);
         state[index] = entry with { State = PayloadState.Reverted, RevertedAt = DateTimeOffset.UtcNow };
         TargetState.Write(_session, _target, state);
+        Checkpoint("record-written");
         RunHook(entry, PayloadHookKind.PostRevert);
         return new RevertReport(name, entry.Functions, report.Threads, report.Pause, report.Attempts);
     }

@@ -23,6 +23,9 @@ public sealed record StopReport(int Threads, TimeSpan Pause, int Attempts, TimeS
 /// </summary>
 internal static class StopTheWorld
 {
+    /// <summary>The longest wait between two stop attempts.</summary>
+    internal static readonly TimeSpan MaxBackoff = TimeSpan.FromMilliseconds(50);
+
     /// <summary>What the action decided for one stop.</summary>
     internal enum Outcome
     {
@@ -76,7 +79,8 @@ internal static class StopTheWorld
                     throw new TargetException(TargetError.Timeout, session.Pid,
                         $"process {session.Pid}: {describeObstacle()} after {attempts} attempts in {timeout.TotalMilliseconds:0.#} ms; nothing was changed");
                 Thread.Sleep(backoff);
-                backoff *= 2;
+                // Capped: a long timeout still looks again often, and notices soon that the target went away.
+                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
             }
         });
     }

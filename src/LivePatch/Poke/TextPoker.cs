@@ -24,6 +24,8 @@ internal sealed record PokeSite(ulong Address, byte[] Expected, byte[] Replaceme
 /// Writes prepared buffers into live code (the kernel's <c>text_poke</c>): inside one stop of every thread, after
 /// checking that no thread is stopped inside a site and that each site holds the expected bytes, each site gets one
 /// write and is re-read to verify. A ptrace stop and resume serializes each thread's instruction stream.
+/// Each range is one write of <c>/proc/PID/mem</c>, which the kernel copies page by page, looking for a fatal signal
+/// only between pages: if livepatch is killed, a range inside one page is whole, a longer one cut at a page boundary.
 /// </summary>
 internal static class TextPoker
 {
@@ -85,10 +87,12 @@ internal static class TextPoker
     /// back inside the stop on failure. <paramref name="beforeWrite"/> runs first inside the stop, with the threads
     /// held; it may refuse by throwing (nothing is written). <paramref name="findObstacle"/> runs next: a text naming
     /// what stands in the way (a thread with an old function on its stack) makes the stop retry, and the timeout
-    /// report quote it.
+    /// report quote it. <paramref name="rangeWritten"/> is told the count of ranges written after each one, inside
+    /// the stop (crash-safety tests end the process there).
     /// </summary>
     public static StopReport Poke(PtraceSession session, TargetProcess target, IReadOnlyList<PokeSite> sites, TimeSpan timeout,
-        Action<IReadOnlyList<StoppedThread>>? beforeWrite, CancellationToken cancellation, Func<IReadOnlyList<StoppedThread>, string?>? findObstacle = null)
+        Action<IReadOnlyList<StoppedThread>>? beforeWrite, CancellationToken cancellation, Func<IReadOnlyList<StoppedThread>, string?>? findObstacle = null,
+        Action<int>? rangeWritten = null)
     {
         foreach (var site in sites)
             if (site.Expected.Length != site.Replacement.Length || site.GuardLength < site.Replacement.Length)
@@ -151,6 +155,7 @@ internal static class TextPoker
                     if (!check.AsSpan().SequenceEqual(range.Replacement))
                         throw new TextPokeException(range.Address,
                             $"process {target.Pid}: 0x{range.Address:x} reads back {Convert.ToHexStringLower(check)} after writing {Convert.ToHexStringLower(range.Replacement)}");
+                    rangeWritten?.Invoke(written.Count);
                 }
             }
             catch

@@ -189,8 +189,11 @@ internal sealed partial class PtraceSession : IDisposable
         }
         finally
         {
-            if (_threads.ContainsKey(tid))
+            if (_threads.TryGetValue(tid, out var thread) && thread.Stopped)
+            {
                 SetRegisters(tid, saved);
+                ParkInEventStop(thread);
+            }
         }
     }
 

@@ -1,0 +1,82 @@
+using System.CommandLine;
+using System.Globalization;
+using LivePatch.Live;
+
+namespace LivePatch.Cli.Commands;
+
+/// <summary><c>livepatch recover PID</c>: end an action a livepatch run left unfinished; and how <c>list</c> shows one.</summary>
+internal static class RecoverCommand
+{
+    public static Command Create()
+    {
+        var pid = new Argument<int>("pid") { Description = "The target process id." };
+        var timeout = new Option<int>("--timeout")
+        {
+            Description = "Milliseconds to wait for every thread to stop and out of the sites being rewritten (default 30, as Xen).",
+            DefaultValueFactory = _ => 30,
+        };
+        var command = new Command("recover", "Finish an action a livepatch run left unfinished (it was killed or crashed): when every site already holds "
+            + "its new bytes the action is completed, otherwise it is rolled back, the new sites written back to old in one stop; "
+            + $"the record then says so. Does nothing when no action is pending.\n{ExitCodes.Help}")
+        {
+            pid, timeout,
+        };
+        command.SetAction(parse => LiveCommands.Run(cancellation =>
+        {
+            var options = new LivePatchOptions
+            {
+                Timeout = TimeSpan.FromMilliseconds(Math.Max(1, parse.GetValue(timeout))),
+                Cancellation = cancellation,
+                Checkpoint = KillAtStep.FromEnvironment(),
+            };
+            // Nothing pending: no need to seize the process (a run that starts an action meanwhile finishes it itself).
+            if (LivePatcher.Interrupted(parse.GetValue(pid)) is null)
+            {
+                Console.WriteLine(Describe(parse.GetValue(pid), new RecoverReport(null, null, [], 0, [], null, 0, TimeSpan.Zero)));
+                return;
+            }
+            using var patcher = LivePatcher.Attach(parse.GetValue(pid), options);
+            Console.WriteLine(Describe(patcher.Pid, patcher.Recover()));
+        }));
+        return command;
+    }
+
+    /// <summary>What recover did, in one line (two when a payload had to be kept as reverted).</summary>
+    internal static string Describe(int pid, RecoverReport report)
+    {
+        if (report.Action is not { } action)
+            return $"process {pid} has no interrupted action: nothing to recover";
+        var done = report.Outcome == RecoveryOutcome.Completed ? "completed" : "rolled back";
+        var sites = action.Action == PendingActionKind.Unload
+            ? report.Freed.Count == 0 ? "every block was still mapped" : $"{report.Freed.Count} block(s) unmapped"
+            : $"{report.Sites.Count(s => s == SiteState.New)} of {report.Sites.Count} sites were new"
+              + (report.Sites.Any(s => s == SiteState.Torn) ? $", {report.Sites.Count(s => s == SiteState.Torn)} torn" : "")
+              + (report.Written == 0 ? ", nothing written" : $", {report.Written} rewritten; {report.ThreadsStopped} threads stopped, pause {LiveCommands.Micro(report.Pause)}");
+        var line = $"recovered process {pid}: the interrupted {action.Describe()} was {done} ({sites})";
+        if (action.Action != PendingActionKind.Unload && report.Freed.Count > 0)
+            line += $"; its memory was freed ({report.Freed.Count} blocks)";
+        if (report.RecordedReverted is { } name)
+            line += $"\n'{name}' is recorded as reverted: its code may have run, so its memory stays until livepatch unload {pid} {name}";
+        return line;
+    }
+
+    /// <summary>
+    /// Prints the action a livepatch run left unfinished in <paramref name="pid"/>, if any, and what each of its sites
+    /// holds: on standard output above the table, or on standard error when standard output carries JSON.
+    /// </summary>
+    internal static void ShowInterrupted(int pid, bool toError)
+    {
+        if (LivePatcher.Interrupted(pid) is not { } interrupted)
+            return;
+        var writer = toError ? Console.Error : Console.Out;
+        var action = interrupted.Action;
+        var since = action.StartedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
+        writer.WriteLine(interrupted.InProgress
+            ? $"process {pid}: in progress: {action.Describe()} by livepatch process {action.Livepatch} (since {since} UTC)"
+            : $"process {pid}: interrupted: {action.Describe()} (livepatch process {action.Livepatch} ended before finishing it, {since} UTC); run: livepatch recover {pid}");
+        for (var i = 0; i < action.Sites.Count; i++)
+            writer.WriteLine($"  {action.Sites[i].Function} 0x{action.Sites[i].Address:x}: {interrupted.Sites[i].ToString().ToLowerInvariant()}");
+        if (action.Action == PendingActionKind.Unload)
+            writer.WriteLine($"  {interrupted.BlocksMapped} of {action.Unmaps.Count} blocks still mapped");
+    }
+}
