@@ -15,11 +15,16 @@ internal static class RecoverCommand
             Description = "Milliseconds to wait for every thread to stop and out of the sites being rewritten (default 30, as Xen).",
             DefaultValueFactory = _ => 30,
         };
+        var abandon = new Option<bool>("--abandon")
+        {
+            Description = "Forget the action without writing any code (the record as before; a payload loaded for it kept as reverted): "
+                + "for a site another tool changed, once it is put right by hand.",
+        };
         var command = new Command("recover", "Finish an action a livepatch run left unfinished (it was killed or crashed): when every site already holds "
             + "its new bytes the action is completed, otherwise it is rolled back, the new sites written back to old in one stop; "
             + $"the record then says so. Does nothing when no action is pending.\n{ExitCodes.Help}")
         {
-            pid, timeout,
+            pid, timeout, abandon,
         };
         command.SetAction(parse => LiveCommands.Run(cancellation =>
         {
@@ -36,7 +41,7 @@ internal static class RecoverCommand
                 return;
             }
             using var patcher = LivePatcher.Attach(parse.GetValue(pid), options);
-            Console.WriteLine(Describe(patcher.Pid, patcher.Recover()));
+            Console.WriteLine(Describe(patcher.Pid, parse.GetValue(abandon) ? patcher.AbandonInterrupted() : patcher.Recover()));
         }));
         return command;
     }
@@ -46,6 +51,10 @@ internal static class RecoverCommand
     {
         if (report.Action is not { } action)
             return $"process {pid} has no interrupted action: nothing to recover";
+        if (report.Outcome == RecoveryOutcome.Abandoned)
+            return $"process {pid}: the interrupted {action.Describe()} was abandoned: nothing written, the record says what it said before"
+                + $" ({string.Join(", ", action.Sites.Select((s, i) => $"{s.Function} {report.Sites[i].ToString().ToLowerInvariant()}"))})"
+                + (report.RecordedReverted is { } kept ? $"\n'{kept}' is recorded as reverted: its memory stays until livepatch unload {pid} {kept}" : "");
         var done = report.Outcome == RecoveryOutcome.Completed ? "completed" : "rolled back";
         var sites = action.Action == PendingActionKind.Unload
             ? report.Freed.Count == 0 ? "every block was still mapped" : $"{report.Freed.Count} block(s) unmapped"

@@ -34,6 +34,32 @@ public sealed partial class LivePatcher
         return intent.Action == PendingActionKind.Unload ? RecoverUnload(record, intent) : RecoverSites(record, intent);
     }
 
+    /// <summary>
+    /// Forgets the action a livepatch run left unfinished without writing any code: the record says what it said
+    /// before, and a payload loaded for the action is recorded as reverted (its memory stays; unload frees it). For
+    /// when <see cref="Recover"/> refuses because another tool changed a site, once the operator has put it right.
+    /// An unload is recovered as <see cref="Recover"/> does (its blocks may be gone already).
+    /// </summary>
+    public RecoverReport AbandonInterrupted()
+    {
+        var record = TargetState.ReadRecord(_target);
+        if (record.Intent is not { } intent)
+            return new RecoverReport(null, null, [], 0, [], null, 0, TimeSpan.Zero);
+        if (intent.Action == PendingActionKind.Unload)
+            return RecoverUnload(record, intent);
+        var states = intent.Sites.Select(s => s.Classify(_target.ReadMemory(s.Address, s.OldBytes.Length / 2))).ToList();
+        var payloads = record.Payloads;
+        string? recordedReverted = null;
+        if (intent.Mapped.Count > 0 && intent.After.FirstOrDefault(p => record.Payloads.All(q => q.Name != p.Name)) is { } loaded)
+        {
+            payloads = [.. payloads, loaded with { State = PayloadState.Reverted, RevertedAt = DateTimeOffset.UtcNow }];
+            recordedReverted = loaded.Name;
+        }
+        TargetState.Write(_session, _target, payloads);
+        Checkpoint("record-written");
+        return new RecoverReport(intent, RecoveryOutcome.Abandoned, states, 0, [], recordedReverted, 0, TimeSpan.Zero);
+    }
+
     private RecoverReport RecoverSites(TargetRecord record, PendingAction intent)
     {
         var current = intent.Sites.Select(s => _target.ReadMemory(s.Address, s.OldBytes.Length / 2)).ToList();
@@ -43,7 +69,7 @@ public sealed partial class LivePatcher
             {
                 var site = intent.Sites[i];
                 throw new LivePatchException(LivePatchRefusal.CodeChanged,
-                    $"process {Pid}: {site.Function} at 0x{site.Address:x} holds {Convert.ToHexStringLower(current[i])}, neither the old {site.OldBytes} nor the new {site.NewBytes} of the interrupted {intent.Describe()}: another tool changed it; recover writes nothing");
+                    $"process {Pid}: {site.Function} at 0x{site.Address:x} holds {Convert.ToHexStringLower(current[i])}, neither the old {site.OldBytes} nor the new {site.NewBytes} of the interrupted {intent.Describe()}: another tool changed it; recover writes nothing (put it right, then livepatch recover --abandon forgets the action)");
             }
         // A mix is rolled back: the record then says what it said before the action, a state the operator knew, and the
         // action can simply be run again.

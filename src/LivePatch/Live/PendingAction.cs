@@ -104,6 +104,8 @@ public enum RecoveryOutcome
     Completed,
     /// <summary>Every site holds its old bytes and the record says what it said before the action.</summary>
     RolledBack,
+    /// <summary>The intent was forgotten and no code written (<see cref="LivePatcher.AbandonInterrupted"/>): the record says what it said before.</summary>
+    Abandoned,
 }
 
 /// <summary>An interrupted (or running) action found in a target's record, with what each of its sites holds now.</summary>

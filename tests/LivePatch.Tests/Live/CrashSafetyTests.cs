@@ -131,6 +131,40 @@ public class CrashSafetyTests
     }
 
     [Fact]
+    public void A_site_another_tool_changed_is_refused_by_recover_and_abandon_forgets_the_action_once_it_is_put_right()
+    {
+        using var trio = RunningTarget.Start("targets/trio.c", TargetFlags, "1");
+        var sites = Functions.Select(f => PatchAddress(trio, f)).ToArray();
+        var original = ReadSites(trio.Pid, sites);
+        Assert.Equal(128 + 9, LivepatchCli.RunWith(new Dictionary<string, string> { [KillAt] = "range-1-written" }, ActionArguments(trio, "apply")).ExitCode);
+        var intent = LivePatcher.Interrupted(trio.Pid)!.Action;
+        var alpha = intent.Sites.Single(s => s.Function.EndsWith("!alpha", StringComparison.Ordinal));
+        Assert.Equal(alpha.NewBytes, ReadSites(trio.Pid, sites)[0]);
+        // Another tool points alpha at the payload's beta (harmless: it returns x + 102), with the process stopped.
+        var betaFixed = intent.After.Single().Functions.Single(f => f.Name.EndsWith("!beta", StringComparison.Ordinal)).NewAddress;
+        var jump = new LivePatch.X86.PatchBuffer(alpha.Address, 5);
+        jump.WriteJump(betaFixed);
+        WhileStopped(trio.Pid, process => process.WriteMemory(alpha.Address, jump.Bytes));
+        trio.AssertValueBecomes("alpha", 102);
+
+        var refused = Livepatch("recover", Pid(trio), "--timeout", "2000");
+
+        Assert.Equal(4, refused.ExitCode);
+        Assert.Contains("neither the old", refused.Error, StringComparison.Ordinal);
+        Assert.Contains("another tool changed it; recover writes nothing", refused.Error, StringComparison.Ordinal);
+        Assert.Equal(Convert.ToHexStringLower(jump.Bytes), ReadSites(trio.Pid, sites)[0]);
+        // The operator puts the function back as it was, then forgets the action.
+        WhileStopped(trio.Pid, process => process.WriteMemory(alpha.Address, Convert.FromHexString(original[0])));
+        var abandoned = Livepatch("recover", Pid(trio), "--abandon", "--timeout", "2000");
+        Assert.Equal(0, abandoned.ExitCode);
+        Assert.Contains("was abandoned: nothing written", abandoned.Output, StringComparison.Ordinal);
+        Assert.Contains("'trio_fix' is recorded as reverted", abandoned.Output, StringComparison.Ordinal);
+        Assert.Null(LivePatcher.Interrupted(trio.Pid));
+        Assert.Equal("trio_fix:reverted", string.Join(",", LivePatcher.List(trio.Pid).Select(p => $"{p.Name}:{p.State.ToString().ToLowerInvariant()}")));
+        AssertCodeMatchesRecord(trio, sites, original);
+    }
+
+    [Fact]
     public void The_target_killed_while_apply_retries_ends_livepatch_with_exit_2_at_once()
     {
         var spinner = Gcc.FixturePath("targets/spinner.S");
@@ -247,6 +281,24 @@ public class CrashSafetyTests
             Assert.True(expected == now[i], $"{Functions[i]} at 0x{sites[i]:x} holds {now[i]}; the record says {expected}");
             var payload = top.ValueKind == JsonValueKind.Undefined ? "" : top.GetProperty("name").GetString()!;
             trio.AssertValueBecomes(Functions[i], Values[payload][i]);
+        }
+    }
+
+    // Job control stops every thread, so a write of several bytes is never seen half done.
+    private static void WhileStopped(int pid, Action<TargetProcess> write)
+    {
+        var id = pid.ToString(CultureInfo.InvariantCulture);
+        ExternalTool.Run("kill", "-STOP", id);
+        try
+        {
+            while (Directory.GetDirectories($"/proc/{pid}/task").Any(t => !File.ReadAllText($"{t}/stat").Split(") ")[1].StartsWith('T')))
+                Thread.Sleep(1);
+            using var process = TargetProcess.Open(pid);
+            write(process);
+        }
+        finally
+        {
+            ExternalTool.Run("kill", "-CONT", id);
         }
     }
 
