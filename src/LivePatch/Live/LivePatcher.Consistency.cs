@@ -47,7 +47,7 @@ public sealed partial class LivePatcher
                 decoder.Decode(out var instruction);
                 if (instruction.IsInvalid)
                     break;
-                if (instruction.FlowControl is Iced.Intel.FlowControl.Call or Iced.Intel.FlowControl.IndirectCall && instruction.NextIP < function.PatchAddress + JumpLength)
+                if (instruction.Mnemonic == Iced.Intel.Mnemonic.Call && instruction.NextIP < function.PatchAddress + JumpLength) // syscall pushes nothing
                     ranges.Add(new CodeRange(instruction.NextIP, instruction.NextIP + 1, instruction.NextIP, $"{function.Name} (a call ending inside the jump)"));
             }
         }
