@@ -28,5 +28,5 @@ internal static class ExitCodes
     public const int Internal = 70;
 
     /// <summary>The help text that lists the codes.</summary>
-    public const string Help = "Exit codes: 0 success, 1 usage, 2 target (no such process, no permission, exited), 3 payload (invalid object, unknown or ambiguous symbol, link error), 4 refused (already applied, not applied, not on top, too short, busy, code changed, vetoed by a hook), 5 timeout, 130 interrupted, 70 internal error.";
+    public const string Help = "Exit codes: 0 success, 1 usage, 2 target (no such process, no permission, exited), 3 payload (invalid object, unknown or ambiguous symbol, link error), 4 refused (already applied, not applied, not on top, too short, busy, code changed, build-id, dependency, vetoed by a hook, interrupted action: recover first), 5 timeout, 130 interrupted, 70 internal error.";
 }

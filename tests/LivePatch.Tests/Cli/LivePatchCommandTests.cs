@@ -261,7 +261,7 @@ public class LivePatchCommandTests
     [Fact]
     public void Every_command_documents_its_exit_codes()
     {
-        foreach (var command in new[] { "apply", "revert", "list", "demo", "sites", "key", "callsites" })
+        foreach (var command in new[] { "load", "apply", "revert", "replace", "unload", "check", "recover", "list", "demo", "sites", "run", "key", "callsites" })
             Assert.Contains("Exit codes: 0 success", Livepatch(command, "--help").Output, StringComparison.Ordinal);
     }
 
