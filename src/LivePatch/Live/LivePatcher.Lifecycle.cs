@@ -171,16 +171,7 @@ public sealed partial class LivePatcher
             var now = DateTimeOffset.UtcNow;
             var record = state.Select(p => p.State == PayloadState.Applied ? p with { State = PayloadState.Reverted, RevertedAt = now } : p).ToList();
             record.Add(loaded.Info with { State = PayloadState.Applied, AppliedAt = now, PauseMicroseconds = report.Pause.TotalMicroseconds, Threads = report.Threads });
-            try
-            {
-                TargetState.Write(_session, _target, record);
-                Checkpoint("record-written");
-            }
-            catch
-            {
-                TextPoker.Poke(_session, _target, [.. sites.Select(s => s with { Expected = s.Replacement, Replacement = s.Expected, GuardLength = JumpLength, MoveThread = null })], _options.Timeout);
-                throw;
-            }
+            RecordOrUndo(record, sites);
             RunHooksAfterReplace(applied, loaded.Info);
             return new ReplaceReport(payload.Name, [.. applied.Select(p => p.Name)], loaded.Info.Functions, report.Threads, report.Pause, report.Attempts);
         }
@@ -305,6 +296,14 @@ public sealed partial class LivePatcher
         if (index >= 0)
             record.RemoveAt(index);
         record.Add(applied);
+        RecordOrUndo(record, sites);
+        RunHook(applied, PayloadHookKind.PostApply);
+        return new ApplyReport(info.Name, info.Functions, report.Threads, report.Pause, report.Attempts);
+    }
+
+    /// <summary>Writes the record after the jumps (clearing the action's intent); if that fails, takes the jumps out again.</summary>
+    private void RecordOrUndo(List<AppliedPayloadInfo> record, List<PokeSite> sites)
+    {
         try
         {
             TargetState.Write(_session, _target, record);
@@ -316,8 +315,6 @@ public sealed partial class LivePatcher
             TextPoker.Poke(_session, _target, [.. sites.Select(s => s with { Expected = s.Replacement, Replacement = s.Expected, GuardLength = JumpLength, MoveThread = null })], _options.Timeout);
             throw;
         }
-        RunHook(applied, PayloadHookKind.PostApply);
-        return new ApplyReport(info.Name, info.Functions, report.Threads, report.Pause, report.Attempts);
     }
 
     // A thread stopped among the displaced instructions finishes them in the trampoline (the mapping is recomputed:
