@@ -335,14 +335,23 @@ public sealed partial class LivePatcher : IDisposable
     }
 
     // Cleaning up after a failure must not hide the failure: a target that went away keeps nothing to free.
+    // A busy thread may miss the first stop: try once more before leaving the blocks mapped (they are unreachable).
     private void FreeAfterFailure(Blocks blocks)
     {
-        try
+        for (var attempt = 0; attempt < 2; attempt++)
         {
-            Free(blocks);
-        }
-        catch (TargetException)
-        {
+            try
+            {
+                Free(blocks);
+                return;
+            }
+            catch (TargetException error) when (error.Error != TargetError.Exited && attempt == 0)
+            {
+            }
+            catch (TargetException)
+            {
+                return;
+            }
         }
     }
 
