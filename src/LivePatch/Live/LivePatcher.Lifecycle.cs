@@ -166,7 +166,7 @@ public sealed partial class LivePatcher
             RunHooksBeforeReplace(applied, loaded.Info);
             ThrowIfCancelled();
             var symbols = loaded.Entries.Select(e => (e.Symbol, e.PatchAddress)).ToList();
-            var report = PokeRecorded(sites, Either(StackCheckForReplace(symbols, applied), ReturnsIntoJumps(loaded.Info.Functions)), ReplaceIntent(state, loaded.Info, sites), state);
+            var report = PokeRecorded(sites, StackCheckForReplace(symbols, applied), ReplaceIntent(state, loaded.Info, sites), state);
             reachable = true;
             var now = DateTimeOffset.UtcNow;
             var record = state.Select(p => p.State == PayloadState.Applied ? p with { State = PayloadState.Reverted, RevertedAt = now } : p).ToList();
@@ -288,7 +288,7 @@ public sealed partial class LivePatcher
             f.DisplacedBytes is null ? JumpLength : Convert.FromHexString(f.DisplacedBytes).Length, f.Name, MoveThreadFor(f))).ToList();
         RunHook(info, PayloadHookKind.PreApply);
         ThrowIfCancelled();
-        var report = PokeRecorded(sites, Either(StackCheckForApply(symbols, state), ReturnsIntoJumps(info.Functions)), ApplyIntent(info, state, index), state);
+        var report = PokeRecorded(sites, StackCheckForApply(symbols, state), ApplyIntent(info, state, index), state);
         progress?.Poked = true;
         var applied = info with { State = PayloadState.Applied, AppliedAt = DateTimeOffset.UtcNow, RevertedAt = null, PauseMicroseconds = report.Pause.TotalMicroseconds, Threads = report.Threads };
         List<AppliedPayloadInfo> record = [.. state];

@@ -101,6 +101,8 @@ internal static class TextPoker
         // Many close sites (a module's alternatives) become few writes: less time with every thread held.
         var ranges = MergeContiguous(sites, MaxMergedGap, target.ReadMemory);
         var obstacle = "";
+        if (ReturnsIntoSites(target, sites) is { } returns)
+            findObstacle = findObstacle is null ? returns : threads => findObstacle(threads) ?? returns(threads);
         return StopTheWorld.Run(session, timeout, threads =>
         {
             beforeWrite?.Invoke(threads);
@@ -169,6 +171,34 @@ internal static class TextPoker
             }
             return StopTheWorld.Outcome.Done;
         }, () => obstacle, cancellation);
+    }
+
+    /// <summary>
+    /// A <c>call</c> among a site's old bytes that ends before the site does leaves its return address inside the
+    /// bytes being replaced: a thread still in that callee would come back into the middle of the new ones. Such
+    /// return addresses are looked for on every stopped thread's stack (a stop with one retries); null when no site
+    /// has such a call. (<c>syscall</c> pushes nothing; a call ending at the site's end returns past it.)
+    /// </summary>
+    private static Func<IReadOnlyList<StoppedThread>, string?>? ReturnsIntoSites(TargetProcess target, IReadOnlyList<PokeSite> sites)
+    {
+        List<CodeRange>? ranges = null;
+        foreach (var site in sites)
+        {
+            var decoder = Iced.Intel.Decoder.Create(64, new Iced.Intel.ByteArrayCodeReader(site.Expected), site.Address);
+            var end = site.Address + (ulong)site.Expected.Length;
+            while (decoder.IP < end)
+            {
+                decoder.Decode(out var instruction);
+                if (instruction.IsInvalid || instruction.NextIP > end)
+                    break;
+                if (instruction.Mnemonic == Iced.Intel.Mnemonic.Call && instruction.NextIP < end)
+                    (ranges ??= []).Add(new CodeRange(instruction.NextIP, instruction.NextIP + 1, instruction.NextIP, $"{site.Description} (a call inside the bytes being replaced)"));
+            }
+        }
+        if (ranges is null)
+            return null;
+        var scanner = new StackScanner(target, ranges.DistinctBy(r => r.Start).OrderBy(r => r.Start));
+        return threads => scanner.FindObstacle(threads) is { } found ? $"{found}: it would return into the middle of the new bytes" : null;
     }
 }
 

@@ -26,8 +26,8 @@ public sealed class EntryCallTests : IDisposable
         var error = Assert.Throws<TargetException>(() => patcher.Apply(payload));
 
         Assert.Equal(TargetError.Timeout, error.Error);
-        Assert.Contains("call_first (a call ending inside the jump)", error.Message, StringComparison.Ordinal);
-        Assert.Contains("it would return into the middle of the jump", error.Message, StringComparison.Ordinal);
+        Assert.Contains("!call_first (a call inside the bytes being replaced)", error.Message, StringComparison.Ordinal);
+        Assert.Contains("it would return into the middle of the new bytes", error.Message, StringComparison.Ordinal);
         Assert.Equal(before, Code(target.Pid, entry));
 
         File.WriteAllText(_trigger, "");
