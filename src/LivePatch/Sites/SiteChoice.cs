@@ -65,17 +65,40 @@ public static class SiteChooser
         new SiteChoice(SiteKind.CallSite, d.Address, d.Original, d.Chosen, d.Changes, d.Reason, d.Address, d.Site.Name));
 
     // Alternatives, lock prefixes and static keys: what the file alone decides.
+    /// <summary>The entries of each site, sites in table order: adjacent entries of one address form a site (as
+    /// <c>LP_ALTERNATIVE_2</c> writes them); a table whose sites come out of order is grouped the slow way.</summary>
+    private static IEnumerable<List<AlternativeSite>> EntriesBySite(IReadOnlyList<AlternativeSite> sites)
+    {
+        for (var i = 1; i < sites.Count; i++)
+            if (sites[i].Address < sites[i - 1].Address)
+                return sites.GroupBy(s => s.Address).Select(g => g.ToList());
+        return Adjacent(sites);
+
+        static IEnumerable<List<AlternativeSite>> Adjacent(IReadOnlyList<AlternativeSite> sites)
+        {
+            for (var i = 0; i < sites.Count;)
+            {
+                var group = new List<AlternativeSite>(1) { sites[i++] };
+                while (i < sites.Count && sites[i].Address == group[0].Address)
+                    group.Add(sites[i++]);
+                yield return group;
+            }
+        }
+    }
+
     private static List<SiteChoice> FileSiteChoices(ElfFile file, SiteTables tables, CpuFeatures cpu)
     {
         var replacements = file.FindSection(SiteTables.ReplacementSection);
         var choices = new List<SiteChoice>();
-        foreach (var entries in tables.Alternatives.GroupBy(s => s.Address).Select(g => g.ToList()))
+        foreach (var entries in EntriesBySite(tables.Alternatives))
         {
             var winner = entries.FindLastIndex(s => cpu.Has(s.Feature));
             var site = entries[winner < 0 ? ^1 : winner];
             var replacement = replacements is null ? [] : file.GetSectionData(replacements)
                 .Slice((int)(site.ReplacementAddress - replacements.Address), site.ReplacementLength).ToArray();
-            var features = string.Join(", ", entries.Select(e => $"{(cpu.Has(e.Feature) ? "has" : "lacks")} {CpuFeatures.LinuxName(e.Feature)}"));
+            var features = entries.Count == 1
+                ? $"{(winner == 0 ? "has" : "lacks")} {CpuFeatures.LinuxName(site.Feature)}"
+                : string.Join(", ", entries.Select(e => $"{(cpu.Has(e.Feature) ? "has" : "lacks")} {CpuFeatures.LinuxName(e.Feature)}"));
             var reason = entries.Count == 1 || winner < 0 ? $"cpu {features}" : $"cpu {features}: replacement {winner + 1} of {entries.Count}";
             choices.Add(new SiteChoice(SiteKind.Alternative, site.Address, ReadCode(file, site.Address, site.Length), replacement, winner >= 0,
                 reason, site.ReplacementAddress));

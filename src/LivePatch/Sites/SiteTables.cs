@@ -209,8 +209,17 @@ public sealed partial class SiteTables
     /// <summary>Refuses two sites that overlap; with <paramref name="sharedSites"/>, entries of one site (same address) must agree on its length.</summary>
     private static void RefuseOverlaps(string table, IReadOnlyList<(ulong Address, int Length)> sites, string kind, bool sharedSites = true)
     {
-        var order = Enumerable.Range(0, sites.Count).OrderBy(i => sites[i].Address).ThenBy(i => i).ToList();
-        for (var k = 1; k < order.Count; k++)
+        // Tables come in address order from the linker, usually: then there is nothing to sort (100,000 sites: a
+        // LINQ sort took three times as long as reading the table).
+        var order = new int[sites.Count];
+        for (var i = 0; i < order.Length; i++)
+            order[i] = i;
+        var sorted = true;
+        for (var i = 1; i < sites.Count && sorted; i++)
+            sorted = sites[i - 1].Address <= sites[i].Address;
+        if (!sorted)
+            Array.Sort(order, (x, y) => sites[x].Address != sites[y].Address ? sites[x].Address.CompareTo(sites[y].Address) : x.CompareTo(y));
+        for (var k = 1; k < order.Length; k++)
         {
             var (earlier, later) = (order[k - 1], order[k]);
             var (address, length) = sites[later];
