@@ -192,7 +192,12 @@ internal sealed partial class PtraceSession : IDisposable
             if (_threads.TryGetValue(tid, out var thread) && thread.Stopped)
             {
                 SetRegisters(tid, saved);
-                ParkInEventStop(thread);
+                // Out of the single step's trap stop into an event stop, where a dead tracer's thread just runs on;
+                // signals that came meanwhile go through first, as after a call.
+                var held = new List<int>();
+                ReturnToEventStop(thread, held);
+                if (held.Count > 0)
+                    DeliverHeldSignals(thread, held);
             }
         }
     }
