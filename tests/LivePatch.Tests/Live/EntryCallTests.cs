@@ -21,7 +21,7 @@ public sealed class EntryCallTests : IDisposable
         var entry = target.ReadyAddress("call_first");
         var before = Code(target.Pid, entry);
         var payload = LivePatcherTests.BuildPayload("live/apply/shortcall_fix.c");
-        using var patcher = LivePatcher.Attach(target.Pid, new LivePatchOptions { Timeout = TimeSpan.FromMilliseconds(300) });
+        using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
 
         var error = Assert.Throws<TargetException>(() => patcher.Apply(payload));
 
