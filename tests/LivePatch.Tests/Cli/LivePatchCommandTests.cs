@@ -85,19 +85,10 @@ public class LivePatchCommandTests
         var spinner = Gcc.FixturePath("targets/spinner.S");
         using var spinning = RunningTarget.Start("targets/spinning.c", $"-O2 -g -pthread {spinner}");
         var before = TargetSnapshot.Take(spinning.Pid, spinning.ReadyAddress("spin_entry"));
-        using var livepatch = LivepatchCli.Start("apply", Pid(spinning), LivePatcherTests.BuildPayload("live/apply/spin.c"), "--timeout", "10000");
-        var error = new System.Text.StringBuilder();
-        livepatch.ErrorDataReceived += (_, e) =>
-        {
-            lock (error)
-                error.AppendLine(e.Data);
-        };
-        livepatch.BeginErrorReadLine();
-        // Into its retries: attached (a loaded machine may take a while to start livepatch), then some more.
-        var attached = Stopwatch.StartNew();
-        while (RunningTarget.TracerProcess(spinning.Pid) == 0 && attached.Elapsed < TimeSpan.FromSeconds(8))
-            Thread.Sleep(10);
-        Thread.Sleep(500);
+        // Into its retries: attached, then some more.
+        using var background = LivepatchCli.StartHolding(spinning.Pid, TimeSpan.FromMilliseconds(500),
+            "apply", Pid(spinning), LivePatcherTests.BuildPayload("live/apply/spin.c"), "--timeout", "10000");
+        var livepatch = background.Process;
         Assert.False(livepatch.HasExited, "apply is still retrying");
 
         ExternalTool.Run("kill", "-TERM", livepatch.Id.ToString(CultureInfo.InvariantCulture));
@@ -105,11 +96,8 @@ public class LivePatchCommandTests
         Assert.True(livepatch.WaitForExit(3000), "livepatch stops within a few seconds, not at its 10 s timeout");
         Assert.Equal(130, livepatch.ExitCode);
         livepatch.WaitForExit(); // flushes the error lines
-        lock (error)
-        {
-            Assert.Contains("livepatch: interrupted: ", error.ToString(), StringComparison.Ordinal);
-            Assert.Contains("nothing was changed", error.ToString(), StringComparison.Ordinal);
-        }
+        Assert.Contains("livepatch: interrupted: ", background.Error, StringComparison.Ordinal);
+        Assert.Contains("nothing was changed", background.Error, StringComparison.Ordinal);
         before.AssertUnchanged();
         Assert.Equal(0, RunningTarget.TracerProcess(spinning.Pid));
         var tick = spinning.NextValue("tick");

@@ -42,4 +42,55 @@ internal static class LivepatchCli
             start.ArgumentList.Add(argument);
         return Process.Start(start) ?? throw new InvalidOperationException("could not start livepatch");
     }
+
+    /// <summary>
+    /// Starts livepatch in the background with its standard error collected, and returns once it traces
+    /// <paramref name="targetPid"/> (a loaded machine may take seconds to start it) and <paramref name="settle"/> more
+    /// has passed. The caller ends it.
+    /// </summary>
+    public static Background StartHolding(int targetPid, TimeSpan settle, params string[] arguments)
+    {
+        var background = new Background(Start(arguments));
+        var attached = Stopwatch.StartNew();
+        while (RunningTarget.TracerProcess(targetPid) == 0 && attached.Elapsed < TimeSpan.FromSeconds(8))
+            Thread.Sleep(10);
+        Thread.Sleep(settle);
+        return background;
+    }
+
+    /// <summary>A livepatch process started by <see cref="StartHolding"/>: the process and what it wrote to standard error.</summary>
+    public sealed class Background : IDisposable
+    {
+        private readonly System.Text.StringBuilder _error = new();
+
+        internal Background(Process process)
+        {
+            Process = process;
+            process.ErrorDataReceived += (_, e) =>
+            {
+                lock (_error)
+                    _error.AppendLine(e.Data);
+            };
+            process.BeginErrorReadLine();
+        }
+
+        public Process Process { get; }
+
+        /// <summary>Standard error so far (after the process exited and <c>WaitForExit()</c> returned: all of it).</summary>
+        public string Error
+        {
+            get
+            {
+                lock (_error)
+                    return _error.ToString();
+            }
+        }
+
+        public void Dispose()
+        {
+            if (!Process.HasExited)
+                Process.Kill();
+            Process.Dispose();
+        }
+    }
 }

@@ -169,18 +169,10 @@ public class CrashSafetyTests
     {
         var spinner = Gcc.FixturePath("targets/spinner.S");
         using var spinning = RunningTarget.Start("targets/spinning.c", $"-O2 -g -pthread {spinner}");
-        using var livepatch = LivepatchCli.Start("apply", Pid(spinning), LivePatcherTests.BuildPayload("live/apply/spin.c"), "--timeout", "20000");
-        var error = new System.Text.StringBuilder();
-        livepatch.ErrorDataReceived += (_, e) =>
-        {
-            lock (error)
-                error.AppendLine(e.Data);
-        };
-        livepatch.BeginErrorReadLine();
-        var attached = Stopwatch.StartNew();
-        while (RunningTarget.TracerProcess(spinning.Pid) == 0 && attached.Elapsed < TimeSpan.FromSeconds(8))
-            Thread.Sleep(10);
-        Thread.Sleep(1500); // well into its retries: the back-off between stops has grown
+        // Well into its retries: the back-off between stops has grown.
+        using var background = LivepatchCli.StartHolding(spinning.Pid, TimeSpan.FromMilliseconds(1500),
+            "apply", Pid(spinning), LivePatcherTests.BuildPayload("live/apply/spin.c"), "--timeout", "20000");
+        var livepatch = background.Process;
         Assert.False(livepatch.HasExited, "apply is still retrying");
 
         var killedAt = DateTime.Now;
@@ -191,11 +183,8 @@ public class CrashSafetyTests
         var took = livepatch.ExitTime - killedAt;
         Assert.True(took < TimeSpan.FromSeconds(1), $"livepatch exited {took.TotalMilliseconds:0} ms after the target was killed");
         Assert.Equal(2, livepatch.ExitCode);
-        lock (error)
-        {
-            Assert.Matches($@"^livepatch: .*process {spinning.Pid}.* exited", error.ToString());
-            Assert.Single(error.ToString().TrimEnd().Split('\n'));
-        }
+        Assert.Matches($@"^livepatch: .*process {spinning.Pid}.* exited", background.Error);
+        Assert.Single(background.Error.TrimEnd().Split('\n'));
     }
 
     private static LivepatchCli.Result Livepatch(params string[] arguments) => LivepatchCli.Run(arguments);
