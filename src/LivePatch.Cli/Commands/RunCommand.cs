@@ -75,7 +75,7 @@ internal static class RunCommand
                     if (launched.LockWatch.GetAwaiter().GetResult() is { } watched)
                         say(watched.Reason);
                 }
-                catch (Exception error) when (error is Targets.TargetException or LivePatchException or Poke.TextPokeException)
+                catch (Exception error) when (error is Targets.TargetException or PatchRefusedException or Poke.TextPokeException)
                 {
                     say($"lock-prefix watch ended: {error.Message}");
                 }

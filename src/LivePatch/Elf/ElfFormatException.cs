@@ -4,8 +4,11 @@ namespace LivePatch.Elf;
 /// The one exception the ELF reader throws for bytes that are not a well-formed ELF64
 /// little-endian x86-64 file; the message names the field that lies and where it is.
 /// </summary>
-public sealed class ElfFormatException : Exception
+public sealed class ElfFormatException : LivePatchException
 {
+    /// <inheritdoc />
+    public override FailureKind Kind => FailureKind.Input;
+
     /// <summary>Creates the exception for a problem found at <paramref name="offset"/> in the file.</summary>
     public ElfFormatException(string message, long offset)
         : base($"{message} [at file offset 0x{offset:x}]")

@@ -15,7 +15,7 @@ public sealed partial class LivePatcher
     /// sites being written are read again: if one changed since the choice, nothing is written.
     /// </summary>
     /// <exception cref="SiteTableException">The module's tables are malformed.</exception>
-    /// <exception cref="LivePatchException">A site holds neither its indirect call nor the backend's choice (<see cref="LivePatchRefusal.AlreadyReplaced"/>),
+    /// <exception cref="PatchRefusedException">A site holds neither its indirect call nor the backend's choice (<see cref="LivePatchRefusal.AlreadyReplaced"/>),
     /// or a slot changed meanwhile (<see cref="LivePatchRefusal.CallSiteSlotChanged"/>).</exception>
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public CallSitesReport ApplyCallSites(CallSiteBackend? backend = null, string? module = null)
@@ -42,7 +42,7 @@ public sealed partial class LivePatcher
             if (current.AsSpan().SequenceEqual(decision.Chosen))
                 continue;
             if (!current.AsSpan().SequenceEqual(decision.Original))
-                throw new LivePatchException(LivePatchRefusal.AlreadyReplaced,
+                throw new PatchRefusedException(LivePatchRefusal.AlreadyReplaced,
                     $"{where} in process {Pid} holds {Convert.ToHexStringLower(current)}, neither its indirect call nor what the backend chose ({decision.Reason}): " +
                     "a site is rewritten only from its indirect call; restore the call sites first if the ops table changed (RestoreCallSites, livepatch callsites PID --restore)");
             pokes.Add(new PokeSite(decision.Address, decision.Original, decision.Chosen, decision.Site.Length, where));
@@ -57,7 +57,7 @@ public sealed partial class LivePatcher
     /// null) that holds anything else, in one stop: afterwards each site calls whatever its slot holds at the time of
     /// the call again, and <see cref="ApplyCallSites"/> may decide anew.
     /// </summary>
-    /// <exception cref="LivePatchException">A site holds bytes that are not whole instructions, or a call not ending at the site's end: not something LivePatch wrote.</exception>
+    /// <exception cref="PatchRefusedException">A site holds bytes that are not whole instructions, or a call not ending at the site's end: not something LivePatch wrote.</exception>
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public CallSitesReport RestoreCallSites(string? module = null)
     {
@@ -76,7 +76,7 @@ public sealed partial class LivePatcher
                 continue;
             var where = CallSiteDescription(target, site);
             if (CallSitePlanner.CallNotAtEnd(current, address) is { } foreign)
-                throw new LivePatchException(LivePatchRefusal.AlreadyReplaced,
+                throw new PatchRefusedException(LivePatchRefusal.AlreadyReplaced,
                     $"{where} in process {Pid} holds {Convert.ToHexStringLower(current)} ({foreign}): not a call site as LivePatch writes them; left alone");
             pokes.Add(new PokeSite(address, current, original, site.Length, where));
         }
@@ -108,7 +108,7 @@ public sealed partial class LivePatcher
             var now = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(
                 table is null ? _target.ReadMemory(address, 8) : table.AsSpan((int)(address - start), 8));
             if (now != value)
-                throw new LivePatchException(LivePatchRefusal.CallSiteSlotChanged,
+                throw new PatchRefusedException(LivePatchRefusal.CallSiteSlotChanged,
                     $"the slot of {site} in process {Pid} changed from 0x{value:x} to 0x{now:x} while the call sites were being applied; nothing was written: apply again once the ops table is set");
         }
     }

@@ -37,7 +37,7 @@ public sealed partial class LivePatcher
     /// exactly as it was (<see cref="PtraceSession.CallFunction"/>). A pre-apply or pre-revert hook that returns
     /// non-zero vetoes the action; a hook that faults or outlives <see cref="LivePatchOptions.HookTimeout"/> is abandoned.
     /// </summary>
-    /// <exception cref="LivePatchException">Vetoed (<see cref="LivePatchRefusal.VetoedByHook"/>) or the hook faulted (<see cref="LivePatchRefusal.HookFailed"/>).</exception>
+    /// <exception cref="PatchRefusedException">Vetoed (<see cref="LivePatchRefusal.VetoedByHook"/>) or the hook faulted (<see cref="LivePatchRefusal.HookFailed"/>).</exception>
     /// <exception cref="TargetException">The hook did not return before the timeout (<see cref="TargetError.Timeout"/>), or the process went away.</exception>
     private void RunHook(AppliedPayloadInfo payload, PayloadHookKind kind)
     {
@@ -70,10 +70,10 @@ public sealed partial class LivePatcher
                 throw new TargetException(TargetError.Timeout, Pid,
                     $"{which} did not return within {timeout.TotalMilliseconds:0.###} ms: it was abandoned and the thread put back where it was (the hook may have done part of its work); {outcome}");
             case RemoteCallEnd.Faulted:
-                throw new LivePatchException(LivePatchRefusal.HookFailed,
+                throw new PatchRefusedException(LivePatchRefusal.HookFailed,
                     $"{which} crashed with {result.SignalName} at 0x{result.FaultInstruction:x} (address 0x{result.FaultAddress:x}): the signal was not delivered and the thread was put back where it was; {outcome}");
             case RemoteCallEnd.Returned when kind is PayloadHookKind.PreApply or PayloadHookKind.PreRevert && (int)(uint)result.ReturnValue is var code and not 0:
-                throw new LivePatchException(LivePatchRefusal.VetoedByHook, $"{which} returned {code}: {outcome}");
+                throw new PatchRefusedException(LivePatchRefusal.VetoedByHook, $"{which} returned {code}: {outcome}");
         }
     }
 }

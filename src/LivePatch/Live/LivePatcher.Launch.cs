@@ -165,7 +165,7 @@ public sealed class LaunchedProgram : IDisposable
             {
                 _watch?.GetAwaiter().GetResult();
             }
-            catch (Exception error) when (error is TargetException or LivePatchException or TextPokeException)
+            catch (Exception error) when (error is TargetException or PatchRefusedException or TextPokeException)
             {
                 // The watch's failure was the caller's to observe through LockWatch; detaching is what matters here.
             }

@@ -41,7 +41,7 @@ public sealed partial class LivePatcher
     /// redirecting anything: it is recorded as loaded; <see cref="ApplyLoaded"/> redirects its functions later.
     /// </summary>
     /// <exception cref="PayloadException">The object is malformed, or a symbol or relocation cannot be linked.</exception>
-    /// <exception cref="LivePatchException">Refused: name in use, build-id, code changed, denied, too short.</exception>
+    /// <exception cref="PatchRefusedException">Refused: name in use, build-id, code changed, denied, too short.</exception>
     public LoadReport Load(string path) => Load(Payload.Load(path));
 
     /// <inheritdoc cref="Load(string)"/>
@@ -70,7 +70,7 @@ public sealed partial class LivePatcher
     /// file, the deny list, its dependencies — and writes nothing to the target.
     /// </summary>
     /// <exception cref="PayloadException">The object is malformed, or a symbol or relocation cannot be linked.</exception>
-    /// <exception cref="LivePatchException">A check fails; the message names it.</exception>
+    /// <exception cref="PatchRefusedException">A check fails; the message names it.</exception>
     public IReadOnlyList<CheckResult> Check(Payload payload)
     {
         ArgumentNullException.ThrowIfNull(payload);
@@ -101,7 +101,7 @@ public sealed partial class LivePatcher
     /// reverted earlier, in one stop. Refused when a payload it depends on is not applied, when a function changed
     /// since it was loaded, or when it was reverted after its writable data changed (Xen's rule: load it again).
     /// </summary>
-    /// <exception cref="LivePatchException">Refused; the message says why and what to do.</exception>
+    /// <exception cref="PatchRefusedException">Refused; the message says why and what to do.</exception>
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a function, until the timeout.</exception>
     public ApplyReport ApplyLoaded(string name)
     {
@@ -109,19 +109,19 @@ public sealed partial class LivePatcher
         var state = TargetState.Read(_target);
         var index = state.FindIndex(p => p.Name == name);
         if (index < 0 || state[index].State == PayloadState.Applied)
-            throw new LivePatchException(index < 0 ? LivePatchRefusal.NotLoaded : LivePatchRefusal.AlreadyApplied, index < 0
+            throw new PatchRefusedException(index < 0 ? LivePatchRefusal.NotLoaded : LivePatchRefusal.AlreadyApplied, index < 0
                 ? $"process {Pid} has no payload '{name}'{Listing(state)}; load it first (livepatch load)"
                 : $"payload '{name}' is already applied to process {Pid} (since {state[index].AppliedAt:u}); revert it first");
         var info = state[index];
         RefuseMissingDependencies(name, info.Depends, state);
         if (info.State == PayloadState.Reverted && info.DataLength > 0 && DataHash(info.DataAddress, info.DataLength) != info.DataHash)
-            throw new LivePatchException(LivePatchRefusal.ReloadRequired,
+            throw new PatchRefusedException(LivePatchRefusal.ReloadRequired,
                 $"payload '{name}' in process {Pid} was reverted after its writable data changed (it ran): applying it again would start from that state; unload it and load it again");
         foreach (var function in info.Functions)
         {
             var now = _target.ReadMemory(function.PatchAddress, JumpLength);
             if (!now.AsSpan().SequenceEqual(Convert.FromHexString(function.OriginalBytes)))
-                throw new LivePatchException(LivePatchRefusal.CodeChanged,
+                throw new PatchRefusedException(LivePatchRefusal.CodeChanged,
                     $"{function.Name} in process {Pid} holds {Convert.ToHexStringLower(now)} at 0x{function.PatchAddress:x}, not the {function.OriginalBytes} payload '{name}' was loaded against{HolderOf(function.PatchAddress, now, state)}; unload it and load it again");
         }
         var symbols = info.Functions.Select(f => (_target.ResolveSymbol(f.Name), f.PatchAddress)).ToList();
@@ -132,7 +132,7 @@ public sealed partial class LivePatcher
     /// Reverts every applied payload and applies <paramref name="payload"/> inside one stop: no moment where neither
     /// is active. The new payload is planned against the functions' original code (as in their files).
     /// </summary>
-    /// <exception cref="LivePatchException">Refused: name in use, a dependency, build-id, code changed, denied.</exception>
+    /// <exception cref="PatchRefusedException">Refused: name in use, a dependency, build-id, code changed, denied.</exception>
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a changed function, until the timeout.</exception>
     public ReplaceReport Replace(Payload payload)
     {
@@ -141,7 +141,7 @@ public sealed partial class LivePatcher
         RefuseNameInUse(payload.Name, state);
         var applied = state.Where(p => p.State == PayloadState.Applied).ToList();
         if (payload.Depends.Count > 0)
-            throw new LivePatchException(LivePatchRefusal.DependencyMissing,
+            throw new PatchRefusedException(LivePatchRefusal.DependencyMissing,
                 $"payload '{payload.Name}' depends on {string.Join(", ", payload.Depends.Select(d => $"'{d}'"))}, which replace reverts: apply it instead");
         var loaded = LoadInto(payload, state, fromOriginal: true);
         var reachable = false;
@@ -187,7 +187,7 @@ public sealed partial class LivePatcher
     /// Frees the memory of a loaded or reverted payload and removes it from the record, once no thread runs its code
     /// or has it on its stack (checked with every thread stopped; retried until the timeout).
     /// </summary>
-    /// <exception cref="LivePatchException">No such payload, or it is applied (revert it first).</exception>
+    /// <exception cref="PatchRefusedException">No such payload, or it is applied (revert it first).</exception>
     /// <exception cref="TargetException">A thread kept its code active until the timeout.</exception>
     public UnloadReport Unload(string name)
     {
@@ -195,10 +195,10 @@ public sealed partial class LivePatcher
         var state = TargetState.Read(_target);
         var index = state.FindIndex(p => p.Name == name);
         if (index < 0)
-            throw new LivePatchException(LivePatchRefusal.NotLoaded, $"process {Pid} has no payload '{name}'{Listing(state)}");
+            throw new PatchRefusedException(LivePatchRefusal.NotLoaded, $"process {Pid} has no payload '{name}'{Listing(state)}");
         var info = state[index];
         if (info.State == PayloadState.Applied)
-            throw new LivePatchException(LivePatchRefusal.StillApplied, $"payload '{name}' is applied to process {Pid}: revert it before unloading it");
+            throw new PatchRefusedException(LivePatchRefusal.StillApplied, $"payload '{name}' is applied to process {Pid}: revert it before unloading it");
         ThrowIfCancelled();
         RecordIntent(state, UnloadIntent(state, index));
         StopReport report;
@@ -338,7 +338,7 @@ public sealed partial class LivePatcher
     {
         if (state.FirstOrDefault(p => p.Name == name) is not { } existing)
             return;
-        throw new LivePatchException(existing.State == PayloadState.Applied ? LivePatchRefusal.AlreadyApplied : LivePatchRefusal.NameInUse, existing.State switch
+        throw new PatchRefusedException(existing.State == PayloadState.Applied ? LivePatchRefusal.AlreadyApplied : LivePatchRefusal.NameInUse, existing.State switch
         {
             PayloadState.Applied => $"payload '{name}' is already applied to process {Pid} (since {existing.AppliedAt:u}); revert it first",
             PayloadState.Loaded => $"payload '{name}' is already loaded in process {Pid}: apply it by name, or unload it first",
@@ -350,7 +350,7 @@ public sealed partial class LivePatcher
     {
         foreach (var dependency in depends)
             if (!state.Any(p => p.Name == dependency && p.State == PayloadState.Applied))
-                throw new LivePatchException(LivePatchRefusal.DependencyMissing,
+                throw new PatchRefusedException(LivePatchRefusal.DependencyMissing,
                     $"payload '{name}' depends on payload '{dependency}', which is not applied to process {Pid}{Listing(state)}");
     }
 
@@ -362,7 +362,7 @@ public sealed partial class LivePatcher
             var modules = _target.ModulesNamed(wanted.Module);
             var actual = modules[0].BuildId?.ToLowerInvariant() ?? "none";
             if (actual != wanted.BuildId && !_options.Force)
-                throw new LivePatchException(LivePatchRefusal.BuildIdMismatch,
+                throw new PatchRefusedException(LivePatchRefusal.BuildIdMismatch,
                     $"payload '{payload.Name}' was built for {wanted.Module} with build-id {wanted.BuildId}; process {Pid} runs {modules[0].Path} with build-id {actual} (--force applies it anyway)");
             checks.Add(new BuildIdCheck(wanted.Module, wanted.BuildId, actual, actual != wanted.BuildId));
         }
@@ -390,6 +390,6 @@ public sealed partial class LivePatcher
             var available = (int)Math.Min((ulong)count, segment.VirtualAddress + segment.FileSize - fileAddress);
             return module.Elf.GetSegmentData(segment).Slice((int)(fileAddress - segment.VirtualAddress), available).ToArray();
         }
-        throw new LivePatchException(LivePatchRefusal.NotAFunction, $"0x{address:x} in process {Pid} is not in the file data of {module.Name}");
+        throw new PatchRefusedException(LivePatchRefusal.NotAFunction, $"0x{address:x} in process {Pid} is not in the file data of {module.Name}");
     }
 }

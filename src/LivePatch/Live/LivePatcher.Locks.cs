@@ -40,7 +40,7 @@ public sealed partial class LivePatcher
     /// case the patcher stays attached with the kernel reporting thread and process creation:
     /// <see cref="WatchLockPrefixes"/> restores the prefixes before a second thread runs, and Dispose restores them.
     /// </summary>
-    /// <exception cref="LivePatchException">Several threads may run at once (<see cref="LivePatchRefusal.ThreadsOnSeveralCpus"/>), or a site holds something else.</exception>
+    /// <exception cref="PatchRefusedException">Several threads may run at once (<see cref="LivePatchRefusal.ThreadsOnSeveralCpus"/>), or a site holds something else.</exception>
     public LockPrefixReport DropLockPrefixes()
     {
         RefuseWhileInterrupted();
@@ -57,7 +57,7 @@ public sealed partial class LivePatcher
             var single = UniprocessorReason(threads.Select(t => t.Tid).ToList());
             if (single is null)
             {
-                throw new LivePatchException(LivePatchRefusal.ThreadsOnSeveralCpus,
+                throw new PatchRefusedException(LivePatchRefusal.ThreadsOnSeveralCpus,
                     $"process {Pid} has {threads.Count} threads that may run on several CPUs at once; its lock prefixes stay (bind it to one CPU with taskset to run it uniprocessor)");
             }
             reason = single.Value.Reason;
@@ -70,7 +70,7 @@ public sealed partial class LivePatcher
     }
 
     /// <summary>Puts back the <c>lock</c> prefix of every <c>LP_LOCK_PREFIX</c> site of every module, in one stop, and ends any watch.</summary>
-    /// <exception cref="LivePatchException">A site holds something else.</exception>
+    /// <exception cref="PatchRefusedException">A site holds something else.</exception>
     public LockPrefixReport RestoreLockPrefixes()
     {
         var sites = LockSites();
@@ -137,7 +137,7 @@ public sealed partial class LivePatcher
         {
             RestoreLockPrefixes();
         }
-        catch (Exception error) when (error is TargetException or TextPokeException or LivePatchException or OperationCanceledException)
+        catch (Exception error) when (error is TargetException or TextPokeException or PatchRefusedException or OperationCanceledException)
         {
         }
     }
@@ -167,7 +167,7 @@ public sealed partial class LivePatcher
             if (held == to)
                 continue;
             if (held != from)
-                throw new LivePatchException(LivePatchRefusal.AlreadyReplaced,
+                throw new PatchRefusedException(LivePatchRefusal.AlreadyReplaced,
                     $"{site.Description} in process {Pid} holds 0x{held:x2}, neither lock (0xf0) nor its dropped form (0x3e)");
             pokes.Add(new PokeSite(site.Address, [from], [to], 1, site.Description));
         }

@@ -58,7 +58,7 @@ public sealed partial class LivePatcher
         }
     }
 
-    private LivePatchException OriginalUnavailable(Payload payload, PlannedEntry entry, PayloadOriginal original, string? why) =>
+    private PatchRefusedException OriginalUnavailable(Payload payload, PlannedEntry entry, PayloadOriginal original, string? why) =>
         new(LivePatchRefusal.OriginalUnavailable,
             $"payload '{payload.Name}' calls the original of {entry.Symbol.Module.Name}!{entry.Symbol.Name} ('{original.Symbol}'), but the instructions its jump displaces in process {Pid} ({Convert.ToHexStringLower(entry.Displaced)} at 0x{entry.PatchAddress:x}) cannot be moved to a trampoline: {why}");
 }

@@ -23,7 +23,7 @@ public sealed partial class LivePatcher
     /// recorded as reverted (its code may have run). An unload is completed once any of its blocks is gone.
     /// A recover that dies in turn is finished by the next one, the same way.
     /// </summary>
-    /// <exception cref="LivePatchException">A site holds neither its old nor its new bytes (another tool changed it): nothing is written.</exception>
+    /// <exception cref="PatchRefusedException">A site holds neither its old nor its new bytes (another tool changed it): nothing is written.</exception>
     /// <exception cref="TargetException">Threads did not stop, or one stayed inside a site, until the timeout; or the process went away.</exception>
     public RecoverReport Recover()
     {
@@ -68,7 +68,7 @@ public sealed partial class LivePatcher
             if (states[i] == SiteState.Foreign)
             {
                 var site = intent.Sites[i];
-                throw new LivePatchException(LivePatchRefusal.CodeChanged,
+                throw new PatchRefusedException(LivePatchRefusal.CodeChanged,
                     $"process {Pid}: {site.Function} at 0x{site.Address:x} holds {Convert.ToHexStringLower(current[i])}, neither the old {site.OldBytes} nor the new {site.NewBytes} of the interrupted {intent.Describe()}: another tool changed it; recover writes nothing (put it right, then livepatch recover --abandon forgets the action)");
             }
         // A mix is rolled back: the record then says what it said before the action, a state the operator knew, and the
@@ -206,7 +206,7 @@ public sealed partial class LivePatcher
             else
                 TargetState.Write(_session, _target, before);
         }
-        catch (Exception error) when (error is TargetException or LivePatchException)
+        catch (Exception error) when (error is TargetException or PatchRefusedException)
         {
         }
     }

@@ -51,7 +51,7 @@ public sealed partial class LivePatcher
     /// stop of every thread, neighbouring writes merged. Sites already in their chosen state are left alone.
     /// </summary>
     /// <exception cref="SiteTableException">A module's tables are malformed.</exception>
-    /// <exception cref="LivePatchException">A site holds something else than its original or its choice.</exception>
+    /// <exception cref="PatchRefusedException">A site holds something else than its original or its choice.</exception>
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public SitesReport ApplySites(SitesRequest? request = null)
     {
@@ -128,7 +128,7 @@ public sealed partial class LivePatcher
     /// already rewritten are left alone.
     /// </summary>
     /// <exception cref="SiteTableException">The module's tables are malformed.</exception>
-    /// <exception cref="LivePatchException">A site holds neither its original nor its replacement bytes, or a replacement cannot be moved there.</exception>
+    /// <exception cref="PatchRefusedException">A site holds neither its original nor its replacement bytes, or a replacement cannot be moved there.</exception>
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public AlternativesReport ApplyAlternatives(string? module = null, CpuFeatures? cpu = null)
     {
@@ -160,14 +160,14 @@ public sealed partial class LivePatcher
             }
             catch (Exception error) when (error is RelocationException or InvalidInstructionException or PatchTooLongException)
             {
-                throw new LivePatchException(LivePatchRefusal.AlreadyReplaced, $"{where} in process {Pid}: its replacement cannot be moved there: {error.Message}");
+                throw new PatchRefusedException(LivePatchRefusal.AlreadyReplaced, $"{where} in process {Pid}: its replacement cannot be moved there: {error.Message}");
             }
             buffer.Fill();
             var current = _target.ReadMemory(address, choice.Original.Length);
             if (current.AsSpan().SequenceEqual(buffer.Bytes))
                 continue;
             if (!current.AsSpan().SequenceEqual(choice.Original))
-                throw new LivePatchException(LivePatchRefusal.AlreadyReplaced,
+                throw new PatchRefusedException(LivePatchRefusal.AlreadyReplaced,
                     $"{where} in process {Pid} holds {Convert.ToHexStringLower(current)}, neither its original nor its replacement");
             sites.Add(new PokeSite(address, choice.Original, buffer.Bytes.ToArray(), choice.Original.Length, where));
         }
@@ -179,7 +179,7 @@ public sealed partial class LivePatcher
     /// null) on or off: every <c>LP_STATIC_BRANCH</c> site of the key becomes a <c>jmp</c> to its on path or the 5-byte
     /// NOP again, all in one stop. Sites already in the asked state are left alone.
     /// </summary>
-    /// <exception cref="LivePatchException">The module has no site for the key, or a site holds something else.</exception>
+    /// <exception cref="PatchRefusedException">The module has no site for the key, or a site holds something else.</exception>
     /// <exception cref="TargetException">Threads did not stop until the timeout.</exception>
     public StaticKeyReport SetStaticKey(string key, bool enabled, string? module = null)
     {
@@ -190,7 +190,7 @@ public sealed partial class LivePatcher
         var keys = SiteTables.Read(target.Elf).StaticKeys;
         var sites = keys.Where(k => k.Key == key).ToList();
         if (sites.Count == 0)
-            throw new LivePatchException(LivePatchRefusal.UnknownStaticKey,
+            throw new PatchRefusedException(LivePatchRefusal.UnknownStaticKey,
                 $"{target.Name} in process {Pid} has no static key '{key}'{(keys.Count == 0 ? "" : $"; its keys: {string.Join(", ", keys.Select(k => k.Key).Distinct())}")}");
         var pokes = new List<PokeSite>();
         foreach (var site in sites)
@@ -204,7 +204,7 @@ public sealed partial class LivePatcher
             if (current.AsSpan().SequenceEqual(to))
                 continue;
             if (!current.AsSpan().SequenceEqual(from))
-                throw new LivePatchException(LivePatchRefusal.AlreadyReplaced,
+                throw new PatchRefusedException(LivePatchRefusal.AlreadyReplaced,
                     $"static key '{key}' site at {target.Name}+0x{site.Address:x} in process {Pid} holds {Convert.ToHexStringLower(current)}, neither its NOP nor its jump");
             pokes.Add(new PokeSite(address, from, to, Branch.Rel32Length, $"static key '{key}' site at {target.Name}+0x{site.Address:x}"));
         }

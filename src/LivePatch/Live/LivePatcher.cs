@@ -95,7 +95,7 @@ public sealed partial class LivePatcher : IDisposable
     /// <summary>Loads the payload object at <paramref name="path"/>, links it into the target and redirects its functions.</summary>
     /// <exception cref="PayloadException">The object is malformed, or a symbol or relocation cannot be linked.</exception>
     /// <exception cref="SymbolResolutionException">An old function is unknown or ambiguous in the target.</exception>
-    /// <exception cref="LivePatchException">Refused: already applied, function too short, already replaced.</exception>
+    /// <exception cref="PatchRefusedException">Refused: already applied, function too short, already replaced.</exception>
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a function, until the timeout; or the process went away.</exception>
     public ApplyReport Apply(string path) => Apply(Payload.Load(path));
 
@@ -122,19 +122,19 @@ public sealed partial class LivePatcher : IDisposable
     }
 
     /// <summary>Restores the functions of the applied payload <paramref name="name"/>, in one stop of every thread.</summary>
-    /// <exception cref="LivePatchException">No applied payload has that name, or another was applied after it.</exception>
+    /// <exception cref="PatchRefusedException">No applied payload has that name, or another was applied after it.</exception>
     /// <exception cref="TargetException">Threads did not stop until the timeout, or the process went away.</exception>
     public RevertReport Revert(string name)
     {
         var state = TargetState.Read(_target);
         var index = state.FindLastIndex(p => p.Name == name && p.State == PayloadState.Applied);
         if (index < 0)
-            throw new LivePatchException(LivePatchRefusal.NotApplied, state.Any(p => p.Name == name)
+            throw new PatchRefusedException(LivePatchRefusal.NotApplied, state.Any(p => p.Name == name)
                 ? $"payload '{name}' is not applied to process {Pid} (it was reverted)"
                 : $"process {Pid} has no payload '{name}'{(state.Count == 0 ? "" : $"; it has {string.Join(", ", state.Select(p => $"'{p.Name}' ({p.State.ToString().ToLowerInvariant()})"))}")}");
         var top = state.FindLastIndex(p => p.State == PayloadState.Applied);
         if (top != index)
-            throw new LivePatchException(LivePatchRefusal.NotOnTop,
+            throw new PatchRefusedException(LivePatchRefusal.NotOnTop,
                 $"payload '{name}' is not on top in process {Pid}: '{state[top].Name}' was applied after it; revert '{state[top].Name}' first");
 
         var entry = state[index];
@@ -212,7 +212,7 @@ public sealed partial class LivePatcher : IDisposable
         var spec = function.OldModule is null ? function.OldName : $"{function.OldModule}!{function.OldName}";
         var symbol = _target.ResolveSymbol(spec);
         if (!symbol.IsFunction)
-            throw new LivePatchException(LivePatchRefusal.NotAFunction, $"'{spec}' in process {Pid} is not a function ({symbol})");
+            throw new PatchRefusedException(LivePatchRefusal.NotAFunction, $"'{spec}' in process {Pid} is not a function ({symbol})");
         RefuseDenied(symbol);
         var code = ReadAvailable(symbol.Address, 64);
         var file = FileBytes(symbol.Module, symbol.Address, code.Length);
@@ -238,7 +238,7 @@ public sealed partial class LivePatcher : IDisposable
         var topJump = top?.Functions.First(f => f.PatchAddress == patchAddress).PatchBytes;
         var stacked = topJump is not null && entry[..JumpLength].SequenceEqual(Convert.FromHexString(topJump));
         if (!stacked && !entry.SequenceEqual(file.AsSpan(offset, covered.Length)))
-            throw new LivePatchException(LivePatchRefusal.CodeChanged,
+            throw new PatchRefusedException(LivePatchRefusal.CodeChanged,
                 $"{name} in process {Pid} holds {Convert.ToHexStringLower(entry)} at its entry 0x{patchAddress:x}, not the {Convert.ToHexStringLower(file.AsSpan(offset, covered.Length))} of its file{(top is null ? "" : $" nor the jump of payload '{top.Name}'")}: another tool changed it; refusing to patch over it");
         if (fromOriginal || !stacked)
             return new PlannedEntry(function, symbol, patchAddress, file.AsSpan(offset, JumpLength).ToArray(), file.AsSpan(offset, covered.Length).ToArray(), null);
@@ -251,14 +251,14 @@ public sealed partial class LivePatcher : IDisposable
     {
         var name = $"{symbol.Module.Name}!{symbol.Name}";
         if (_options.Deny.Any(d => d == symbol.Name || d == name))
-            throw new LivePatchException(LivePatchRefusal.Denied, $"{name} in process {Pid} is on the deny list; refusing to patch it");
+            throw new PatchRefusedException(LivePatchRefusal.Denied, $"{name} in process {Pid} is on the deny list; refusing to patch it");
         var syscall = _session.SyscallInstruction;
         if (syscall >= symbol.Address && syscall < symbol.Address + Math.Max(symbol.Size, 1))
-            throw new LivePatchException(LivePatchRefusal.Denied,
+            throw new PatchRefusedException(LivePatchRefusal.Denied,
                 $"{name} in process {Pid} holds the system call instruction livepatch makes the target execute (0x{syscall:x}); refusing to patch it");
     }
 
-    private LivePatchException TooShort(TargetSymbol symbol, string why) =>
+    private PatchRefusedException TooShort(TargetSymbol symbol, string why) =>
         new(LivePatchRefusal.FunctionTooShort, $"function {symbol.Module.Name}!{symbol.Name} in process {Pid} is too short for a {JumpLength}-byte jump: {why}");
 
     // The function may sit at the very end of its mapping: read what is mapped, up to count bytes.

@@ -57,7 +57,7 @@ internal static class TargetState
     {
         var record = ReadRecord(target);
         if (record.Intent is { } intent)
-            throw new LivePatchException(LivePatchRefusal.Interrupted,
+            throw new PatchRefusedException(LivePatchRefusal.Interrupted,
                 $"process {target.Pid}: the {intent.Describe()} was interrupted (livepatch process {intent.Livepatch} ended before finishing it, {intent.StartedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC): run livepatch recover {target.Pid} first");
         return record.Payloads;
     }
@@ -154,7 +154,7 @@ internal static class TargetState
     {
         var body = JsonSerializer.SerializeToUtf8Bytes(new Body(record.Payloads, record.Intent), Json);
         if ((ulong)body.Length > SlotSize)
-            throw new LivePatchException(LivePatchRefusal.StateUnreadable, $"process {target.Pid}: the livepatch record would exceed {SlotSize} bytes");
+            throw new PatchRefusedException(LivePatchRefusal.StateUnreadable, $"process {target.Pid}: the livepatch record would exceed {SlotSize} bytes");
         var start = Find(target)?.Start ?? Create(session, target);
         var previous = target.ReadMemory(start, HeaderSize);
         var slot = SlotA;
@@ -168,7 +168,7 @@ internal static class TargetState
                 // The version-1 JSON starts at byte 32 and must stay whole until the header names the new one.
                 var end = Version1HeaderSize + (ulong)BinaryPrimitives.ReadUInt32LittleEndian(previous.AsSpan(20));
                 if (end > SlotB)
-                    throw new LivePatchException(LivePatchRefusal.StateUnreadable, $"process {target.Pid}: the version-1 livepatch record is too large ({end} bytes) to be rewritten as version {FormatVersion}");
+                    throw new PatchRefusedException(LivePatchRefusal.StateUnreadable, $"process {target.Pid}: the version-1 livepatch record is too large ({end} bytes) to be rewritten as version {FormatVersion}");
                 slot = SlotB;
             }
             else
@@ -259,6 +259,6 @@ internal static class TargetState
             ? throw new TargetException(TargetError.SystemCallFailed, target.Pid, $"process {target.Pid}: {call} for the livepatch record failed with errno {-result}")
             : result;
 
-    private static LivePatchException Unreadable(TargetProcess target, string why) =>
+    private static PatchRefusedException Unreadable(TargetProcess target, string why) =>
         new(LivePatchRefusal.StateUnreadable, $"process {target.Pid}: the livepatch record (/memfd:{MappingName}) cannot be read: {why}");
 }

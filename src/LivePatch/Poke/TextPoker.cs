@@ -206,8 +206,11 @@ internal static class TextPoker
 internal sealed record PokeRange(ulong Address, byte[] Expected, byte[] Replacement);
 
 /// <summary>A site did not hold the bytes expected, or did not read back what was written; the target was left as it was.</summary>
-public sealed class TextPokeException : Exception
+public sealed class TextPokeException : LivePatchException
 {
+    /// <inheritdoc />
+    public override FailureKind Kind => FailureKind.Refused;
+
     /// <summary>Creates the exception for the site at <paramref name="address"/>.</summary>
     public TextPokeException(ulong address, string message) : base(message) => Address = address;
 

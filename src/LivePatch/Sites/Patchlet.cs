@@ -148,8 +148,11 @@ public sealed class Patchlet
 }
 
 /// <summary>A patchlet, or the object holding patchlets, is malformed; the message names the patchlet and why.</summary>
-public sealed class PatchletException : Exception
+public sealed class PatchletException : LivePatchException
 {
+    /// <inheritdoc />
+    public override FailureKind Kind => FailureKind.Input;
+
     /// <summary>Creates the exception for the patchlet <paramref name="patchlet"/> (<c>lp_native_rdtsc</c>), or for the whole object when null.</summary>
     public PatchletException(string? patchlet, string reason)
         : base(patchlet is null ? $"patchlets: {reason}" : $"patchlet {patchlet} {reason}")

@@ -18,8 +18,16 @@ public enum TargetError
 }
 
 /// <summary>A process could not be read, traced, stopped or changed; the message names the process and the cause.</summary>
-public sealed class TargetException : Exception
+public sealed class TargetException : LivePatchException
 {
+    /// <summary>A timeout is <see cref="FailureKind.Timeout"/>; a process held by another tracer is <see cref="FailureKind.Refused"/>; the rest is <see cref="FailureKind.Target"/>.</summary>
+    public override FailureKind Kind => Error switch
+    {
+        TargetError.Timeout => FailureKind.Timeout,
+        TargetError.Busy => FailureKind.Refused,
+        _ => FailureKind.Target,
+    };
+
     /// <summary>Creates the exception.</summary>
     public TargetException(TargetError error, int pid, string message) : base(message)
     {

@@ -152,8 +152,11 @@ public sealed class TargetProcess : IDisposable
 }
 
 /// <summary>A symbol name that names no symbol, or several; <see cref="Candidates"/> lists the several.</summary>
-public sealed class SymbolResolutionException : Exception
+public sealed class SymbolResolutionException : LivePatchException
 {
+    /// <inheritdoc />
+    public override FailureKind Kind => FailureKind.Input;
+
     /// <summary>Creates the exception.</summary>
     public SymbolResolutionException(string spec, IReadOnlyList<TargetSymbol> candidates, string message) : base(message)
     {

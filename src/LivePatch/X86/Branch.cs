@@ -46,8 +46,11 @@ public static class Branch
 }
 
 /// <summary>A rel32 branch was asked to reach a target more than ±2 GiB away.</summary>
-public sealed class BranchOutOfRangeException : Exception
+public sealed class BranchOutOfRangeException : LivePatchException
 {
+    /// <inheritdoc />
+    public override FailureKind Kind => FailureKind.Input;
+
     /// <summary>Creates the exception for a branch at <paramref name="address"/> to <paramref name="target"/>.</summary>
     public BranchOutOfRangeException(ulong address, ulong target)
         : base($"a rel32 branch at 0x{address:x} cannot reach 0x{target:x}: the distance is beyond ±2 GiB")

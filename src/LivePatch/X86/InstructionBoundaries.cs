@@ -84,8 +84,11 @@ public sealed class CoveredInstructions
 }
 
 /// <summary>Bytes that are not a whole, valid x86-64 instruction where one was needed.</summary>
-public sealed class InvalidInstructionException : Exception
+public sealed class InvalidInstructionException : LivePatchException
 {
+    /// <inheritdoc />
+    public override FailureKind Kind => FailureKind.Input;
+
     /// <summary>Creates the exception for the instruction at <paramref name="address"/>.</summary>
     public InvalidInstructionException(ulong address, string message) : base(message) => Address = address;
 

@@ -128,8 +128,11 @@ public sealed class PatchBuffer
 }
 
 /// <summary>A replacement longer than its site, or a site longer than <see cref="PatchBuffer.MaxPatchLength"/>.</summary>
-public sealed class PatchTooLongException : Exception
+public sealed class PatchTooLongException : LivePatchException
 {
+    /// <inheritdoc />
+    public override FailureKind Kind => FailureKind.Input;
+
     /// <summary>Creates the exception for the site at <paramref name="address"/>.</summary>
     public PatchTooLongException(ulong address, int capacity, int requiredLength, string message)
         : base(message)

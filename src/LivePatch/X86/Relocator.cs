@@ -168,8 +168,11 @@ public sealed class RelocatedCode
 }
 
 /// <summary>Code that cannot be moved to a new address without changing what it does.</summary>
-public sealed class RelocationException : Exception
+public sealed class RelocationException : LivePatchException
 {
+    /// <inheritdoc />
+    public override FailureKind Kind => FailureKind.Input;
+
     /// <summary>Creates the exception with a message that names the instruction.</summary>
     public RelocationException(string message) : base(message)
     {

@@ -53,7 +53,7 @@ public class CallSiteTests
         code.AssertEndsWithCallTo("rdtsc", "native_rdtsc");
         code.AssertEndsWithCallTo("identity", "native_identity");
         AssertProgramRight(target);
-        var error = Assert.Throws<LivePatchException>(() => patcher.ApplyCallSites());
+        var error = Assert.Throws<PatchRefusedException>(() => patcher.ApplyCallSites());
         Assert.Equal(LivePatchRefusal.AlreadyReplaced, error.Refusal);
         Assert.Contains("call site 'platform.rdtsc'", error.Message, StringComparison.Ordinal);
         Assert.Contains("restore the call sites first", error.Message, StringComparison.Ordinal);
@@ -108,7 +108,7 @@ public class CallSiteTests
         using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
         using var code = new SiteCode(target.Pid);
 
-        var error = Assert.Throws<LivePatchException>(() => patcher.ApplyCallSites());
+        var error = Assert.Throws<PatchRefusedException>(() => patcher.ApplyCallSites());
 
         Assert.Equal(LivePatchRefusal.CallSiteSlotChanged, error.Refusal);
         Assert.Contains("the slot of call site 'platform.missing'", error.Message, StringComparison.Ordinal);

@@ -35,7 +35,7 @@ public class HookTests
 
         using (var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
         {
-            var error = Assert.Throws<LivePatchException>(() => patcher.Apply(Build("veto")));
+            var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(Build("veto")));
 
             Assert.Equal(LivePatchRefusal.VetoedByHook, error.Refusal);
             Assert.Contains("payload 'veto': its pre-apply hook refuse", error.Message, StringComparison.Ordinal);
@@ -63,7 +63,7 @@ public class HookTests
             var recorded = Assert.Single(patcher.List()).Hooks;
             Assert.Equal(["before_apply", "after_apply", "before_revert", "after_revert"], recorded.OrderBy(h => h.Kind).Select(h => h.Symbol));
 
-            var veto = Assert.Throws<LivePatchException>(() => patcher.Revert("steps"));
+            var veto = Assert.Throws<PatchRefusedException>(() => patcher.Revert("steps"));
 
             Assert.Equal(LivePatchRefusal.VetoedByHook, veto.Refusal);
             Assert.Contains("its pre-revert hook before_revert", veto.Message, StringComparison.Ordinal);
@@ -104,7 +104,7 @@ public class HookTests
         worker.AssertValueBecomes("counter", 1001);
         var wrap = Payload.Load(LivePatcherTests.BuildPayload("live/originals/wrap.c"));
 
-        var veto = Assert.Throws<LivePatchException>(() => patcher.Replace(wrap));
+        var veto = Assert.Throws<PatchRefusedException>(() => patcher.Replace(wrap));
 
         Assert.Equal(LivePatchRefusal.VetoedByHook, veto.Refusal);
         Assert.Contains("payload 'steps': its pre-revert hook before_revert", veto.Message, StringComparison.Ordinal);
@@ -214,7 +214,7 @@ public class HookTests
         using var worker = StartWorker();
         using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
 
-        var error = Assert.Throws<LivePatchException>(() => patcher.Apply(Build("crash")));
+        var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(Build("crash")));
 
         Assert.Equal(LivePatchRefusal.HookFailed, error.Refusal);
         Assert.Contains("its post-apply hook crash", error.Message, StringComparison.Ordinal);

@@ -52,10 +52,10 @@ public partial class LifecycleTests
         using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
         patcher.Apply(Lifecycle("counting"));
         worker.AssertValueBecomes("compute", 102);
-        Assert.Equal(LivePatchRefusal.StillApplied, Assert.Throws<LivePatchException>(() => patcher.Unload("counting")).Refusal);
+        Assert.Equal(LivePatchRefusal.StillApplied, Assert.Throws<PatchRefusedException>(() => patcher.Unload("counting")).Refusal);
         patcher.Revert("counting");
 
-        var error = Assert.Throws<LivePatchException>(() => patcher.ApplyLoaded("counting"));
+        var error = Assert.Throws<PatchRefusedException>(() => patcher.ApplyLoaded("counting"));
 
         Assert.Equal(LivePatchRefusal.ReloadRequired, error.Refusal);
         Assert.Contains("unload it and load it again", error.Message, StringComparison.Ordinal);
@@ -77,7 +77,7 @@ public partial class LifecycleTests
 
         worker.AssertValueBecomes("compute", 202);
         Assert.Equal(Assert.Single(patcher.List()[0].Functions).PatchBytes, Assert.Single(top.Functions).OriginalBytes);
-        var refused = Assert.Throws<LivePatchException>(() => patcher.Revert("fix"));
+        var refused = Assert.Throws<PatchRefusedException>(() => patcher.Revert("fix"));
         Assert.Equal(LivePatchRefusal.NotOnTop, refused.Refusal);
         Assert.Contains("'plus200' was applied after it", refused.Message, StringComparison.Ordinal);
         patcher.Revert("plus200");
@@ -93,7 +93,7 @@ public partial class LifecycleTests
         using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
         var before = TargetSnapshot.Take(worker.Pid, worker.ReadyAddress("compute"));
 
-        var error = Assert.Throws<LivePatchException>(() => patcher.Apply(Lifecycle("needs_fix")));
+        var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(Lifecycle("needs_fix")));
 
         Assert.Equal(LivePatchRefusal.DependencyMissing, error.Refusal);
         Assert.Contains("depends on payload 'fix', which is not applied", error.Message, StringComparison.Ordinal);
@@ -144,7 +144,7 @@ public partial class LifecycleTests
 
         using (var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
         {
-            var error = Assert.Throws<LivePatchException>(() => patcher.Apply(Pinned(wrong)));
+            var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(Pinned(wrong)));
             Assert.Equal(LivePatchRefusal.BuildIdMismatch, error.Refusal);
             Assert.Contains($"built for {executable} with build-id {wrong}", error.Message, StringComparison.Ordinal);
             Assert.Contains($"with build-id {actual}", error.Message, StringComparison.Ordinal);
@@ -186,8 +186,8 @@ public partial class LifecycleTests
         using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
         var payload = Payload.Load(LivePatcherTests.BuildPayload("live/apply/secret.c"));
 
-        var byCheck = Assert.Throws<LivePatchException>(() => patcher.Check(payload));
-        var byApply = Assert.Throws<LivePatchException>(() => patcher.Apply(payload));
+        var byCheck = Assert.Throws<PatchRefusedException>(() => patcher.Check(payload));
+        var byApply = Assert.Throws<PatchRefusedException>(() => patcher.Apply(payload));
 
         Assert.All(new[] { byCheck, byApply }, e => Assert.Equal(LivePatchRefusal.CodeChanged, e.Refusal));
         Assert.Contains($"holds {Convert.ToHexStringLower(jump.Bytes)}", byApply.Message, StringComparison.Ordinal);
@@ -212,7 +212,7 @@ public partial class LifecycleTests
         }
         using var denying = LivePatcher.Attach(worker.Pid, new LivePatchOptions { Timeout = ProcessTests.Generous.Timeout, Deny = ["compute"] });
 
-        var error = Assert.Throws<LivePatchException>(() => denying.Apply(Fix));
+        var error = Assert.Throws<PatchRefusedException>(() => denying.Apply(Fix));
 
         Assert.Equal(LivePatchRefusal.Denied, error.Refusal);
         Assert.Matches(new Regex(@"!compute in process \d+ is on the deny list"), error.Message);

@@ -49,7 +49,7 @@ public class LivePatchRefusalTests
         var before = TargetSnapshot.Take(worker.Pid, target.ResolveSymbol("tiny").Address);
 
         using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
-        var error = Assert.Throws<LivePatchException>(() => patcher.Apply(Payload("tiny")));
+        var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(Payload("tiny")));
 
         Assert.Equal(LivePatchRefusal.FunctionTooShort, error.Refusal);
         Assert.Contains("!tiny", error.Message, StringComparison.Ordinal);
@@ -86,7 +86,7 @@ public class LivePatchRefusalTests
         patcher.Apply(fix);
         var before = TargetSnapshot.Take(worker.Pid, worker.ReadyAddress("compute"));
 
-        var error = Assert.Throws<LivePatchException>(() => patcher.Apply(fix));
+        var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(fix));
 
         Assert.Equal(LivePatchRefusal.AlreadyApplied, error.Refusal);
         Assert.Contains("payload 'fix' is already applied", error.Message, StringComparison.Ordinal);

@@ -64,7 +64,7 @@ public sealed class LockPrefixTests : IDisposable
         using var target = RunningTarget.Start("sites/locks_target.c", StaticKeyTests.Flags, _trigger, "early");
         using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
 
-        var error = Assert.Throws<LivePatchException>(() => patcher.DropLockPrefixes());
+        var error = Assert.Throws<PatchRefusedException>(() => patcher.DropLockPrefixes());
 
         Assert.Equal(LivePatchRefusal.ThreadsOnSeveralCpus, error.Refusal);
         Assert.Contains("2 threads", error.Message, StringComparison.Ordinal);

@@ -76,8 +76,8 @@ public class OriginalTests
         using (var patcher = LivePatcher.Attach(spinning.Pid, ProcessTests.Generous))
         {
             var payload = Payload.Load(Build("spin"));
-            var checkError = Assert.Throws<LivePatchException>(() => patcher.Check(payload));
-            var error = Assert.Throws<LivePatchException>(() => patcher.Apply(payload));
+            var checkError = Assert.Throws<PatchRefusedException>(() => patcher.Check(payload));
+            var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(payload));
 
             Assert.Equal(LivePatchRefusal.OriginalUnavailable, error.Refusal);
             Assert.Equal(LivePatchRefusal.OriginalUnavailable, checkError.Refusal);

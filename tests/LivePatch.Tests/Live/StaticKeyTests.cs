@@ -50,7 +50,7 @@ public class StaticKeyTests
         using var target = RunningTarget.Start("sites/keys_target.c", Flags);
         using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
 
-        var error = Assert.Throws<LivePatchException>(() => patcher.SetStaticKey("debug", true));
+        var error = Assert.Throws<PatchRefusedException>(() => patcher.SetStaticKey("debug", true));
 
         Assert.Equal(LivePatchRefusal.UnknownStaticKey, error.Refusal);
         Assert.Contains("no static key 'debug'", error.Message, StringComparison.Ordinal);

@@ -61,11 +61,11 @@ public class TargetRecordTests
         var at = Encoding.UTF8.GetString(body).IndexOf("\"loaded\"", StringComparison.Ordinal) + 1;
         target.WriteMemory(start + header.Offset + (ulong)at, "L"u8);
 
-        var error = Assert.Throws<LivePatchException>(() => LivePatcher.List(worker.Pid));
+        var error = Assert.Throws<PatchRefusedException>(() => LivePatcher.List(worker.Pid));
 
         Assert.Equal(LivePatchRefusal.StateUnreadable, error.Refusal);
         Assert.Contains("does not match the checksum in its header", error.Message, StringComparison.Ordinal);
-        Assert.Equal(LivePatchRefusal.StateUnreadable, Assert.Throws<LivePatchException>(() => patcher.Apply(Fix)).Refusal);
+        Assert.Equal(LivePatchRefusal.StateUnreadable, Assert.Throws<PatchRefusedException>(() => patcher.Apply(Fix)).Refusal);
     }
 
     [Fact]

@@ -49,11 +49,14 @@ public enum LivePatchRefusal
     Interrupted,
 }
 
-/// <summary>LivePatch refused an action; the message names the payload, the function or the process, and why. The target was not changed.</summary>
-public sealed class LivePatchException : Exception
+/// <summary>LivePatch refused an action on payloads; the message names the payload, the function or the process, and why. The target was not changed.</summary>
+public sealed class PatchRefusedException : LivePatchException
 {
     /// <summary>Creates the exception.</summary>
-    public LivePatchException(LivePatchRefusal refusal, string message) : base(message) => Refusal = refusal;
+    public PatchRefusedException(LivePatchRefusal refusal, string message) : base(message) => Refusal = refusal;
+
+    /// <inheritdoc />
+    public override FailureKind Kind => FailureKind.Refused;
 
     /// <summary>Why the action was refused.</summary>
     public LivePatchRefusal Refusal { get; }
