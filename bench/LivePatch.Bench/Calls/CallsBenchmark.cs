@@ -89,7 +89,7 @@ internal static class CallsBenchmark
     private static CallsChoice Patch(int pid, CallSiteBackend backend, string expected)
     {
         // Detached again before measuring: nothing of the patcher stays in the target's way.
-        using var patcher = LivePatcher.Attach(pid, new LivePatchOptions { Timeout = TimeSpan.FromSeconds(1) });
+        using var patcher = SitePatcher.Attach(pid, new SitePatcherOptions { Timeout = TimeSpan.FromSeconds(1) });
         // Sites are rewritten only from their indirect call: put it back first if the site holds another choice.
         patcher.RestoreCallSites();
         var report = patcher.ApplyCallSites(backend);
@@ -103,7 +103,7 @@ internal static class CallsBenchmark
     /// <summary>Puts the site's indirect call back, for the next round.</summary>
     private static void Restore(int pid)
     {
-        using var patcher = LivePatcher.Attach(pid, new LivePatchOptions { Timeout = TimeSpan.FromSeconds(1) });
+        using var patcher = SitePatcher.Attach(pid, new SitePatcherOptions { Timeout = TimeSpan.FromSeconds(1) });
         if (patcher.RestoreCallSites().Written != 1)
             throw new InvalidOperationException($"restoring {SiteName} wrote nothing: it already held its indirect call");
     }

@@ -88,7 +88,7 @@ internal static partial class ManySitesBenchmark
         using var program = ShellTarget.Start("sites program", executable, [], ReadyLine(), cancel);
         Thread.Sleep(200);
         var began = Stopwatch.GetTimestamp();
-        using var patcher = LivePatcher.Attach(program.Pid, new LivePatchOptions { Timeout = TimeSpan.FromSeconds(2) });
+        using var patcher = SitePatcher.Attach(program.Pid, new SitePatcherOptions { Timeout = TimeSpan.FromSeconds(2) });
         var report = patcher.ApplyAlternatives();
         return (report.Pause, Stopwatch.GetElapsedTime(began), report.Written);
     }

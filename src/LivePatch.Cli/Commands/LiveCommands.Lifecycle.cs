@@ -1,5 +1,6 @@
 using System.CommandLine;
 using LivePatch.Live;
+using LivePatch.Payloads;
 
 namespace LivePatch.Cli.Commands;
 

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using LivePatch.Live;
+using LivePatch.Sites;
 using Spectre.Console;
 
 namespace LivePatch.Cli.Commands;
@@ -67,7 +68,7 @@ internal static partial class LiveCommands
         };
         command.SetAction(parse => Run(cancellation =>
         {
-            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), cancellation));
+            using var patcher = SitePatcher.Attach(parse.GetValue(pid), SiteOptions(parse.GetValue(pid), parse.GetValue(timeout), cancellation));
             var report = patcher.SetStaticKey(parse.GetValue(name)!, parse.GetValue(state) == "on", parse.GetValue(module));
             Console.WriteLine(report.Written == 0
                 ? $"static key {report.Key} in {patcher.Pid} is already {(report.Enabled ? "on" : "off")} ({report.Sites} sites)"
@@ -94,11 +95,11 @@ internal static partial class LiveCommands
         };
         command.SetAction(parse => Run(cancellation =>
         {
-            using var patcher = LivePatcher.Attach(parse.GetValue(pid), Options(parse.GetValue(timeout), cancellation));
+            using var patcher = SitePatcher.Attach(parse.GetValue(pid), SiteOptions(parse.GetValue(pid), parse.GetValue(timeout), cancellation));
             var restoring = parse.GetValue(restore);
             var report = restoring
                 ? patcher.RestoreCallSites(parse.GetValue(module))
-                : patcher.ApplyCallSites(parse.GetValue(backend) == "direct" ? Sites.CallSiteBackend.Direct : Sites.CallSiteBackend.Default, parse.GetValue(module));
+                : patcher.ApplyCallSites(parse.GetValue(backend) == "direct" ? CallSiteBackend.Direct : CallSiteBackend.Default, parse.GetValue(module));
             var what = restoring ? "indirect calls restored" : $"{report.Changed} of {report.Sites} rewritten";
             Console.WriteLine(report.Written == 0
                 ? $"call sites of {report.Module} in {patcher.Pid}: {what} already ({report.Sites} sites)"
@@ -194,6 +195,14 @@ internal static partial class LiveCommands
 
     private static LivePatchOptions Options(int timeoutMilliseconds, CancellationToken cancellation) =>
         new() { Timeout = TimeSpan.FromMilliseconds(Math.Max(1, timeoutMilliseconds)), Cancellation = cancellation, Checkpoint = KillAtStep.FromEnvironment() };
+
+    /// <summary>Options for the site commands: no site changes while a payload action waits for recover.</summary>
+    internal static SitePatcherOptions SiteOptions(int pid, int timeoutMilliseconds, CancellationToken cancellation) => new()
+    {
+        Timeout = TimeSpan.FromMilliseconds(Math.Max(1, timeoutMilliseconds)),
+        Cancellation = cancellation,
+        BeforeChange = () => LivePatcher.RefuseWhileInterrupted(pid),
+    };
 
     private static string Functions(IEnumerable<AppliedFunctionInfo> functions) =>
         string.Join(", ", functions.Select(f => $"{f.Name} -> {f.NewSymbol}"));

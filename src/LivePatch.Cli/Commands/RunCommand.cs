@@ -1,5 +1,7 @@
 using System.CommandLine;
 using LivePatch.Live;
+using LivePatch.Sites;
+using LivePatch.Targets;
 
 namespace LivePatch.Cli.Commands;
 
@@ -35,7 +37,7 @@ internal static class RunCommand
             LaunchedProgram launched;
             try
             {
-                launched = LivePatcher.Launch(words[0], words[1..], new LivePatchOptions { Timeout = TimeSpan.FromSeconds(1), Cancellation = interruption.Token });
+                launched = ProgramLauncher.Launch(words[0], words[1..]);
             }
             catch (Exception error)
             {
@@ -43,13 +45,15 @@ internal static class RunCommand
             }
             using (launched)
             {
+                var sites = new SitePatcher(launched.Process, new SitePatcherOptions { Timeout = TimeSpan.FromSeconds(1), Cancellation = interruption.Token });
                 try
                 {
                     if (parse.GetValue(alternatives))
-                        ApplySites(launched.Patcher, say);
+                        ApplySites(sites, say);
+                    var patcher = new LivePatcher(launched.Process, new LivePatchOptions { Timeout = TimeSpan.FromSeconds(1), Cancellation = interruption.Token });
                     foreach (var payload in parse.GetValue(payloads) ?? [])
                     {
-                        var report = launched.Patcher.Apply(payload.FullName);
+                        var report = patcher.Apply(payload.FullName);
                         say($"applied {report.Payload}: {string.Join(", ", report.Functions.Select(f => $"{f.Name} -> {f.NewSymbol}"))}");
                     }
                     interruption.Token.ThrowIfCancellationRequested();
@@ -66,16 +70,16 @@ internal static class RunCommand
                     return code;
                 }
 
-                launched.Start();
+                launched.Start(sites.IsWatchingLockPrefixes ? token => sites.WatchLockPrefixes(token).Reason : null);
                 // Ctrl-C reaches the program too (same process group): stop watching, keep waiting for it to end.
                 using var stopWatching = interruption.Token.Register(() => _ = launched.StopWatchingAsync());
                 var status = launched.WaitForExitAsync().GetAwaiter().GetResult();
                 try
                 {
-                    if (launched.LockWatch.GetAwaiter().GetResult() is { } watched)
-                        say(watched.Reason);
+                    if (launched.Watch.GetAwaiter().GetResult() is { } watched)
+                        say(watched);
                 }
-                catch (Exception error) when (error is Targets.TargetException or PatchRefusedException or Poke.TextPokeException)
+                catch (LivePatchException error)
                 {
                     say($"lock-prefix watch ended: {error.Message}");
                 }
@@ -86,7 +90,7 @@ internal static class RunCommand
     }
 
     // Every module's sites in one stop of the (held) program.
-    private static void ApplySites(LivePatcher patcher, Action<string> say)
+    private static void ApplySites(SitePatcher patcher, Action<string> say)
     {
         var report = patcher.ApplySites();
         foreach (var module in report.Modules)

@@ -1,4 +1,4 @@
-using LivePatch.Live;
+using LivePatch.Sites;
 
 namespace LivePatch.Cli.Commands;
 
@@ -7,7 +7,7 @@ internal static partial class SitesCommand
     // livepatch sites PID --up | --smp
     private static void SwitchLockPrefixes(int pid, bool up, int timeoutMilliseconds, CancellationToken cancellation)
     {
-        using var patcher = LivePatcher.Attach(pid, new LivePatchOptions { Timeout = TimeSpan.FromMilliseconds(Math.Max(1, timeoutMilliseconds)), Cancellation = cancellation });
+        using var patcher = SitePatcher.Attach(pid, LiveCommands.SiteOptions(pid, timeoutMilliseconds, cancellation));
         if (!up)
         {
             var restored = patcher.RestoreLockPrefixes();

@@ -107,6 +107,27 @@ public sealed class ElfFile
             : _bytes.Slice((int)segment.Offset, (int)segment.FileSize);
     }
 
+    /// <summary>
+    /// The file bytes a loadable segment places at <paramref name="virtualAddress"/> (a link-time address): up to
+    /// <paramref name="count"/> of them, fewer where the segment's file data ends; empty when no segment's file data
+    /// holds the address. With <paramref name="executableOnly"/>, only executable segments count.
+    /// </summary>
+    public ReadOnlyMemory<byte> ReadLoaded(ulong virtualAddress, int count, bool executableOnly = false)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        foreach (var segment in LoadSegments)
+        {
+            if (virtualAddress < segment.VirtualAddress || virtualAddress - segment.VirtualAddress >= segment.FileSize)
+                continue;
+            if (executableOnly && !segment.Flags.HasFlag(ElfSegmentPermissions.Execute))
+                continue;
+            var offset = virtualAddress - segment.VirtualAddress;
+            var available = (int)Math.Min((ulong)count, segment.FileSize - offset);
+            return GetSegmentData(segment).Slice((int)offset, available);
+        }
+        return ReadOnlyMemory<byte>.Empty;
+    }
+
     /// <summary>Returns the first section named <paramref name="name"/>, or null.</summary>
     public ElfSection? FindSection(string name)
     {

@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace LivePatch.Live;
 
 /// <summary>Where a payload stands in a target.</summary>
@@ -41,8 +43,9 @@ public sealed record AppliedPayloadInfo(
     /// <summary>Length of the writable data at <see cref="DataAddress"/>.</summary>
     public int DataLength { get; init; }
 
-    /// <summary>SHA-256 of the writable data as loaded, lowercase hex.</summary>
-    public string? DataHash { get; init; }
+    /// <summary>SHA-256 of the writable data as loaded (null when it has none).</summary>
+    [JsonConverter(typeof(HexBytesConverter))]
+    public byte[]? DataHash { get; init; }
 
     /// <summary>Its hooks (<c>LIVEPATCH_PRE_APPLY</c>...) where they were linked, run at each apply and revert.</summary>
     public IReadOnlyList<AppliedHookInfo> Hooks { get; init; } = [];
@@ -61,12 +64,19 @@ public sealed record BuildIdCheck(string Module, string Expected, string Actual,
 /// <param name="PatchAddress">Where the 5-byte jump lives (after <c>endbr64</c> when the function starts with it).</param>
 /// <param name="NewSymbol">The payload's function that replaces it.</param>
 /// <param name="NewAddress">The new function's address in the target.</param>
-/// <param name="OriginalBytes">The bytes the jump replaced, in hex.</param>
-/// <param name="PatchBytes">The jump, in hex.</param>
-public sealed record AppliedFunctionInfo(string Name, ulong OldAddress, ulong PatchAddress, string NewSymbol, ulong NewAddress, string OriginalBytes, string PatchBytes)
+/// <param name="OriginalBytes">The bytes the jump replaced.</param>
+/// <param name="PatchBytes">The jump.</param>
+public sealed record AppliedFunctionInfo(string Name, ulong OldAddress, ulong PatchAddress, string NewSymbol, ulong NewAddress,
+    [property: JsonConverter(typeof(HexBytesConverter))] byte[] OriginalBytes,
+    [property: JsonConverter(typeof(HexBytesConverter))] byte[] PatchBytes)
 {
-    /// <summary>The whole instructions the jump overlaps, in hex (what a thread stopped among them is moved out of).</summary>
-    public string? DisplacedBytes { get; init; }
+    /// <summary>The whole instructions the jump overlaps (what a thread stopped among them is moved out of); null in records of old versions.</summary>
+    [JsonConverter(typeof(HexBytesConverter))]
+    public byte[]? DisplacedBytes { get; init; }
+
+    /// <summary>The bytes no stopped thread may be strictly inside while the jump is written or taken out: the displaced instructions, at least the jump.</summary>
+    [JsonIgnore]
+    public int Guard => Math.Max(PatchBytes.Length, DisplacedBytes?.Length ?? 0);
 
     /// <summary>The trampoline holding the displaced instructions relocated, then a jump back; 0 when they cannot be moved.</summary>
     public ulong Trampoline { get; init; }
@@ -93,22 +103,3 @@ public sealed record ApplyReport(string Payload, IReadOnlyList<AppliedFunctionIn
 /// <param name="Pause">How long they were held.</param>
 /// <param name="Attempts">Stops made, including retries.</param>
 public sealed record RevertReport(string Payload, IReadOnlyList<AppliedFunctionInfo> Functions, int ThreadsStopped, TimeSpan Pause, int Attempts);
-
-/// <summary>What applying a module's alternatives did.</summary>
-/// <param name="Module">The module's file name.</param>
-/// <param name="Chosen">Sites whose replacement this CPU calls for.</param>
-/// <param name="Written">Of those, sites rewritten now (the others already held their replacement).</param>
-/// <param name="ThreadsStopped">Threads held in the stop (0 when nothing was written).</param>
-/// <param name="Pause">How long they were held.</param>
-/// <param name="Attempts">Stops made, including retries while a thread was inside a site.</param>
-public sealed record AlternativesReport(string Module, int Chosen, int Written, int ThreadsStopped, TimeSpan Pause, int Attempts);
-
-/// <summary>What switching a static key did.</summary>
-/// <param name="Key">The key's name.</param>
-/// <param name="Enabled">On (jumps) or off (NOPs).</param>
-/// <param name="Sites">The key's sites in the module.</param>
-/// <param name="Written">Of those, sites rewritten now (the others were already in that state).</param>
-/// <param name="ThreadsStopped">Threads held in the stop (0 when nothing was written).</param>
-/// <param name="Pause">How long they were held.</param>
-/// <param name="Attempts">Stops made.</param>
-public sealed record StaticKeyReport(string Key, bool Enabled, int Sites, int Written, int ThreadsStopped, TimeSpan Pause, int Attempts);

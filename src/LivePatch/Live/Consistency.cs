@@ -27,6 +27,28 @@ public enum ConsistencyModel
 internal static class StackConsistency
 {
     /// <summary>
+    /// Under <see cref="ConsistencyModel.Stack"/>, the check TextPoker runs inside the stop for an apply of functions
+    /// <paramref name="replaced"/>: it names a thread with one of them (or a payload already redirecting one) active.
+    /// Null under <see cref="ConsistencyModel.Entry"/>.
+    /// </summary>
+    public static Func<IReadOnlyList<StoppedThread>, string?>? CheckForApply(LiveSession session, IEnumerable<(TargetSymbol Symbol, ulong PatchAddress)> replaced, IEnumerable<AppliedPayloadInfo> record) =>
+        session.Options.Consistency == ConsistencyModel.Stack ? Check(session, ForApply(session.Target, replaced, record)) : null;
+
+    /// <summary>Under <see cref="ConsistencyModel.Stack"/>, the check for a revert of <paramref name="payload"/>: no thread may have its code active.</summary>
+    public static Func<IReadOnlyList<StoppedThread>, string?>? CheckForRevert(LiveSession session, AppliedPayloadInfo payload) =>
+        session.Options.Consistency == ConsistencyModel.Stack ? Check(session, ForRevert(payload)) : null;
+
+    /// <summary>Under <see cref="ConsistencyModel.Stack"/>, the check for a replace: the new payload's old functions and every reverted payload's code.</summary>
+    public static Func<IReadOnlyList<StoppedThread>, string?>? CheckForReplace(LiveSession session, IEnumerable<(TargetSymbol Symbol, ulong PatchAddress)> replaced, IEnumerable<AppliedPayloadInfo> reverted) =>
+        session.Options.Consistency == ConsistencyModel.Stack ? Check(session, ForReplace(session.Target, replaced, reverted)) : null;
+
+    private static Func<IReadOnlyList<StoppedThread>, string?> Check(LiveSession session, List<CodeRange> ranges)
+    {
+        var scanner = new StackScanner(session.Target, ranges);
+        return threads => scanner.FindObstacle(threads) is { } obstacle ? $"{obstacle} (stack consistency)" : null;
+    }
+
+    /// <summary>
     /// Apply: each old function from just after its patched entry to its end (a thread at the entry or before it
     /// takes the new jump, so it is not inside), and the code of applied payloads that already redirect one of
     /// these functions (with stacking, their new functions stop being called too).

@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace LivePatch.Live;
 
 /// <summary>An action that changes which code a target runs, as its intent names it.</summary>
@@ -56,14 +58,17 @@ public sealed record PendingAction(
 /// </summary>
 /// <param name="Function">The function, <c>module!name</c>.</param>
 /// <param name="Address">The first byte written.</param>
-/// <param name="OldBytes">What the site held before, in hex.</param>
-/// <param name="NewBytes">What the action writes, in hex.</param>
+/// <param name="OldBytes">What the site held before.</param>
+/// <param name="NewBytes">What the action writes.</param>
 /// <param name="OldGuard">Guard when the old bytes are overwritten (5 for a jump; the displaced instructions for original code).</param>
 /// <param name="NewGuard">Guard when the new bytes are overwritten.</param>
-public sealed record PendingSite(string Function, ulong Address, string OldBytes, string NewBytes, int OldGuard, int NewGuard)
+public sealed record PendingSite(string Function, ulong Address,
+    [property: JsonConverter(typeof(HexBytesConverter))] byte[] OldBytes,
+    [property: JsonConverter(typeof(HexBytesConverter))] byte[] NewBytes, int OldGuard, int NewGuard)
 {
-    /// <summary>The original instructions at the site, in hex, when one side is original code: a thread stopped among them is moved to <see cref="Trampoline"/>.</summary>
-    public string? DisplacedBytes { get; init; }
+    /// <summary>The original instructions at the site, when one side is original code: a thread stopped among them is moved to <see cref="Trampoline"/>.</summary>
+    [JsonConverter(typeof(HexBytesConverter))]
+    public byte[]? DisplacedBytes { get; init; }
 
     /// <summary>The trampoline holding <see cref="DisplacedBytes"/> relocated, or 0.</summary>
     public ulong Trampoline { get; init; }
@@ -71,8 +76,8 @@ public sealed record PendingSite(string Function, ulong Address, string OldBytes
     /// <summary>What <paramref name="current"/> says of this site: old, new, a mix of both (torn), or something else.</summary>
     public SiteState Classify(ReadOnlySpan<byte> current)
     {
-        var old = Convert.FromHexString(OldBytes);
-        var @new = Convert.FromHexString(NewBytes);
+        var old = OldBytes;
+        var @new = NewBytes;
         if (current.SequenceEqual(old))
             return SiteState.Old;
         if (current.SequenceEqual(@new))

@@ -3,12 +3,6 @@ using LivePatch.Targets;
 
 namespace LivePatch.Poke;
 
-/// <summary>A thread held by <see cref="StopTheWorld"/>, with the address it will resume at and its stack pointer.</summary>
-/// <param name="Tid">The thread id.</param>
-/// <param name="Rip">Its instruction pointer.</param>
-/// <param name="Rsp">Its stack pointer.</param>
-public readonly record struct StoppedThread(int Tid, ulong Rip, ulong Rsp);
-
 /// <summary>How a stop went: how many threads were held, for how long, and after how many tries.</summary>
 /// <param name="Threads">Threads held in the successful stop.</param>
 /// <param name="Pause">From the first thread interrupted to the last one resumed, in the successful stop.</param>
@@ -40,9 +34,9 @@ internal static class StopTheWorld
     /// quick: parsing, linking and buffer preparation belong before. On timeout throws
     /// <see cref="TargetException"/> with <paramref name="describeObstacle"/>'s words.
     /// </summary>
-    public static StopReport Run(PtraceSession session, TimeSpan timeout, Func<IReadOnlyList<StoppedThread>, Outcome> action, Func<string> describeObstacle, CancellationToken cancellation = default)
+    public static StopReport Run(IPatchTarget target, TimeSpan timeout, Func<IReadOnlyList<StoppedThread>, Outcome> action, Func<string> describeObstacle, CancellationToken cancellation = default)
     {
-        return session.OnTracer(() =>
+        return target.OnControlThread(() =>
         {
             var start = Stopwatch.GetTimestamp();
             var deadline = start + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
@@ -56,28 +50,22 @@ internal static class StopTheWorld
                 int held;
                 try
                 {
-                    var tids = session.StopAll(deadline);
-                    held = tids.Count;
-                    var threads = new StoppedThread[tids.Count];
-                    for (var i = 0; i < tids.Count; i++)
-                    {
-                        var registers = session.GetRegisters(tids[i]);
-                        threads[i] = new StoppedThread(tids[i], registers.Rip, registers.Rsp);
-                    }
+                    var threads = target.StopAll(deadline);
+                    held = threads.Count;
                     outcome = action(threads);
                 }
                 finally
                 {
-                    session.ResumeAll();
+                    target.ResumeAll();
                 }
                 var stopEnd = Stopwatch.GetTimestamp();
                 if (outcome == Outcome.Done)
                     return new StopReport(held, Stopwatch.GetElapsedTime(stopStart, stopEnd), attempts, Stopwatch.GetElapsedTime(start, stopEnd));
                 if (cancellation.IsCancellationRequested)
-                    throw new OperationCanceledException($"process {session.Pid}: cancelled after {attempts} attempts ({describeObstacle()}); nothing was changed", cancellation);
+                    throw new OperationCanceledException($"process {target.Pid}: cancelled after {attempts} attempts ({describeObstacle()}); nothing was changed", cancellation);
                 if (stopEnd + (long)(backoff.TotalSeconds * Stopwatch.Frequency) > deadline)
-                    throw new TargetException(TargetError.Timeout, session.Pid,
-                        $"process {session.Pid}: {describeObstacle()} after {attempts} attempts in {timeout.TotalMilliseconds:0.#} ms; nothing was changed");
+                    throw new TargetException(TargetError.Timeout, target.Pid,
+                        $"process {target.Pid}: {describeObstacle()} after {attempts} attempts in {timeout.TotalMilliseconds:0.#} ms; nothing was changed");
                 Thread.Sleep(backoff);
                 // Capped: a long timeout still looks again often, and notices soon that the target went away.
                 backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));

@@ -78,34 +78,35 @@ internal static class TextPoker
         return ranges;
     }
 
-    /// <summary>Writes every site in one stop of every thread (see the overload with a check inside the stop).</summary>
-    public static StopReport Poke(PtraceSession session, TargetProcess target, IReadOnlyList<PokeSite> sites, TimeSpan timeout, CancellationToken cancellation = default) =>
-        Poke(session, target, sites, timeout, null, cancellation);
-
     /// <summary>
     /// Writes every site in one stop of every thread: each expected bytes checked, written, read back, all rolled
-    /// back inside the stop on failure. <paramref name="beforeWrite"/> runs first inside the stop, with the threads
-    /// held; it may refuse by throwing (nothing is written). <paramref name="findObstacle"/> runs next: a text naming
-    /// what stands in the way (a thread with an old function on its stack) makes the stop retry, and the timeout
-    /// report quote it. <paramref name="rangeWritten"/> is told the count of ranges written after each one, inside
-    /// the stop (crash-safety tests end the process there).
+    /// back inside the stop on failure (see <see cref="PokeOptions"/> for the checks that may run inside the stop and
+    /// for sites written only when a condition holds there).
     /// </summary>
-    public static StopReport Poke(PtraceSession session, TargetProcess target, IReadOnlyList<PokeSite> sites, TimeSpan timeout,
-        Action<IReadOnlyList<StoppedThread>>? beforeWrite, CancellationToken cancellation, Func<IReadOnlyList<StoppedThread>, string?>? findObstacle = null,
-        Action<int>? rangeWritten = null)
+    public static StopReport Poke(IPatchTarget target, IReadOnlyList<PokeSite> sites, PokeOptions options)
     {
-        foreach (var site in sites)
+        var conditional = options.ConditionalSites;
+        foreach (var site in sites.Concat(conditional))
             if (site.Expected.Length != site.Replacement.Length || site.GuardLength < site.Replacement.Length)
                 throw new ArgumentException($"site 0x{site.Address:x}: expected, replacement and guard lengths do not agree", nameof(sites));
+        if (conditional.Count > 0 && options.IncludeConditional is null)
+            throw new ArgumentException("conditional sites need the condition that includes them", nameof(options));
 
-        // Many close sites (a module's alternatives) become few writes: less time with every thread held.
-        var ranges = MergeContiguous(sites, MaxMergedGap, target.ReadMemory);
+        // Many close sites (a module's alternatives) become few writes: less time with every thread held. Both plans
+        // (with and without the conditional sites) are made before the stop.
+        List<PokeSite> all = [.. sites, .. conditional];
+        var allRanges = MergeContiguous(all, MaxMergedGap, target.ReadMemory);
+        var unconditionalRanges = conditional.Count == 0 ? allRanges : MergeContiguous(sites, MaxMergedGap, target.ReadMemory);
         var obstacle = "";
-        if (ReturnsIntoSites(target, sites) is { } returns)
+        var findObstacle = options.FindObstacle;
+        if (ReturnsIntoSites(target.Process, all) is { } returns)
             findObstacle = findObstacle is null ? returns : threads => findObstacle(threads) ?? returns(threads);
-        return StopTheWorld.Run(session, timeout, threads =>
+        return StopTheWorld.Run(target, options.Timeout, threads =>
         {
-            beforeWrite?.Invoke(threads);
+            options.BeforeWrite?.Invoke(threads);
+            var included = options.IncludeConditional?.Invoke(threads) ?? true;
+            var writing = included ? all : sites;
+            var ranges = included ? allRanges : unconditionalRanges;
             if (findObstacle?.Invoke(threads) is { } blocking)
             {
                 obstacle = blocking;
@@ -113,7 +114,7 @@ internal static class TextPoker
             }
             var moves = new List<(int Tid, ulong Rip)>();
             foreach (var thread in threads)
-                foreach (var site in sites)
+                foreach (var site in writing)
                     if (site.HoldsInside(thread.Rip))
                     {
                         if (site.MoveThread?.Invoke(thread.Rip) is { } moved)
@@ -130,24 +131,21 @@ internal static class TextPoker
                 var current = target.ReadMemory(range.Address, range.Expected.Length);
                 if (current.AsSpan().SequenceEqual(range.Expected))
                     continue;
-                var site = sites.First(x => x.Address >= range.Address && x.Address < range.Address + (ulong)range.Expected.Length
+                var site = writing.First(x => x.Address >= range.Address && x.Address < range.Address + (ulong)range.Expected.Length
                     && !current.AsSpan((int)(x.Address - range.Address), x.Expected.Length).SequenceEqual(x.Expected));
                 var held = current.AsSpan((int)(site.Address - range.Address), site.Expected.Length);
                 throw new TextPokeException(site.Address,
                     $"process {target.Pid}: {site.Description} at 0x{site.Address:x} holds {Convert.ToHexStringLower(held)}, not the expected {Convert.ToHexStringLower(site.Expected)}: another tool changed it; nothing was changed");
             }
             var written = new List<PokeRange>();
-            var movedThreads = new List<(int Tid, Targets.Native.UserRegisters Registers)>();
+            var movedThreads = new List<(int Tid, ulong Rip)>();
             try
             {
                 // Threads inside a site finish its old instructions in the trampoline, then return to the old code after it.
                 foreach (var (tid, rip) in moves)
                 {
-                    var registers = session.GetRegisters(tid);
-                    movedThreads.Add((tid, registers));
-                    var moved = registers;
-                    moved.Rip = rip;
-                    session.SetRegisters(tid, moved);
+                    movedThreads.Add((tid, threads.First(t => t.Tid == tid).Rip));
+                    target.SetInstructionPointer(tid, rip);
                 }
                 foreach (var range in ranges)
                 {
@@ -157,7 +155,7 @@ internal static class TextPoker
                     if (!check.AsSpan().SequenceEqual(range.Replacement))
                         throw new TextPokeException(range.Address,
                             $"process {target.Pid}: 0x{range.Address:x} reads back {Convert.ToHexStringLower(check)} after writing {Convert.ToHexStringLower(range.Replacement)}");
-                    rangeWritten?.Invoke(written.Count);
+                    options.RangeWritten?.Invoke(written.Count);
                 }
             }
             catch
@@ -165,12 +163,12 @@ internal static class TextPoker
                 // Leave every site fully old: put back what was there, still inside the stop.
                 foreach (var range in written)
                     target.WriteMemory(range.Address, range.Expected);
-                foreach (var (tid, registers) in movedThreads)
-                    session.SetRegisters(tid, registers);
+                foreach (var (tid, rip) in movedThreads)
+                    target.SetInstructionPointer(tid, rip);
                 throw;
             }
             return StopTheWorld.Outcome.Done;
-        }, () => obstacle, cancellation);
+        }, () => obstacle, options.Cancellation);
     }
 
     /// <summary>
@@ -200,6 +198,34 @@ internal static class TextPoker
         var scanner = new StackScanner(target, ranges.DistinctBy(r => r.Start).OrderBy(r => r.Start));
         return threads => scanner.FindObstacle(threads) is { } found ? $"{found}: it would return into the middle of the new bytes" : null;
     }
+}
+
+/// <summary>How <see cref="TextPoker.Poke"/> writes: its timeout and the checks it runs inside the stop.</summary>
+internal sealed record PokeOptions
+{
+    /// <summary>How long threads may take to stop, and how long to keep retrying while one is in the way.</summary>
+    public required TimeSpan Timeout { get; init; }
+
+    /// <summary>Cancels between stop attempts (never inside a stop).</summary>
+    public CancellationToken Cancellation { get; init; }
+
+    /// <summary>Runs first inside the stop, with the threads held; it may refuse by throwing (nothing is written).</summary>
+    public Action<IReadOnlyList<StoppedThread>>? BeforeWrite { get; init; }
+
+    /// <summary>
+    /// Runs next: a text naming what stands in the way (a thread with an old function on its stack) makes the stop
+    /// retry, and the timeout report quote it.
+    /// </summary>
+    public Func<IReadOnlyList<StoppedThread>, string?>? FindObstacle { get; init; }
+
+    /// <summary>Told the count of ranges written after each one, inside the stop (crash-safety tests end the process there).</summary>
+    public Action<int>? RangeWritten { get; init; }
+
+    /// <summary>Sites written in the same stop only when <see cref="IncludeConditional"/> says so, decided with every thread held.</summary>
+    public IReadOnlyList<PokeSite> ConditionalSites { get; init; } = [];
+
+    /// <summary>Decides, inside the stop, whether <see cref="ConditionalSites"/> are written (lock prefixes dropped only while one thread can run).</summary>
+    public Func<IReadOnlyList<StoppedThread>, bool>? IncludeConditional { get; init; }
 }
 
 /// <summary>Bytes written to a target in one write: one site, or neighbouring sites merged.</summary>

@@ -25,7 +25,7 @@ internal static class CallReturnStub
     public const int VectorOffset = 192;
 
     /// <summary>The system call the stub makes first, where the tracer catches the return.</summary>
-    public const long MarkerSystemCall = 39; // getpid
+    public const long MarkerSystemCall = SystemCall.Getpid;
 
     // AMX tile state (XTILECFG, XTILEDATA) is left out of XRSTOR: a function never uses it, and restoring it could
     // fault where the kernel keeps it disarmed (XFD).

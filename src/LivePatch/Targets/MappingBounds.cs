@@ -14,9 +14,6 @@ namespace LivePatch.Targets;
 /// </summary>
 internal sealed class MappingBounds
 {
-    private const long SysIoctl = 16;
-    private const long SysOpenAt = 257;
-    private const long SysClose = 3;
     private const long AtCurrentDirectory = -100;
     private const long OpenReadOnlyCloseOnExec = 0x80000;
     private const int Enotty = 25;
@@ -64,7 +61,7 @@ internal sealed class MappingBounds
         unsafe
         {
             fixed (byte* path = _pathBytes)
-                _fd = Libc.Syscall3(SysOpenAt, AtCurrentDirectory, (long)path, OpenReadOnlyCloseOnExec);
+                _fd = Libc.Syscall3(SystemCall.OpenAt, AtCurrentDirectory, (long)path, OpenReadOnlyCloseOnExec);
         }
         if (_fd < 0)
             throw Failure(Libc.ErrorText(Marshal.GetLastPInvokeError()));
@@ -74,7 +71,7 @@ internal sealed class MappingBounds
     public void Release()
     {
         if (_fd >= 0)
-            Libc.Syscall3(SysClose, _fd, 0, 0);
+            Libc.Syscall3(SystemCall.Close, _fd, 0, 0);
         _fd = -1;
         _handle?.Dispose();
         _handle = null;
@@ -92,7 +89,7 @@ internal sealed class MappingBounds
             long result;
             unsafe
             {
-                result = Libc.Syscall3(SysIoctl, _fd, ProcMapQuery, (long)&query);
+                result = Libc.Syscall3(SystemCall.Ioctl, _fd, ProcMapQuery, (long)&query);
             }
             if (result == 0)
                 return (query.VmaStart, query.VmaEnd);

@@ -123,18 +123,15 @@ internal sealed partial class PtraceSession
             if (thread.Stopped && _threads.ContainsKey(tid))
             {
                 Restore(tid, saved, savedFloat);
-                Syscall(tid, SysMunmap, (long)page, (long)Page);
+                Syscall(tid, SystemCall.Munmap, (long)page, (long)Page);
             }
             throw;
         }
-        Syscall(tid, SysMunmap, (long)page, (long)Page);
+        Syscall(tid, SystemCall.Munmap, (long)page, (long)Page);
         if (deferred.Count > 0)
             DeliverHeldSignals(thread, deferred);
         return result;
     }
-
-    private const long SysMmap = 9;
-    private const long SysMunmap = 11;
 
     /// <summary>
     /// Runs the call until the stub's marker system call (returned), a fault of the function, or the timeout; every
@@ -164,7 +161,7 @@ internal sealed partial class PtraceSession
                 else if (now > graceEnd)
                 {
                     throw new TargetException(TargetError.Timeout, Pid,
-                        $"thread {tid} of process {Pid} is still running the function called at 0x{function:x} and does not stop ({ThreadState(tid)}): it was left running it (it puts itself back when it returns)");
+                        $"thread {tid} of process {Pid} is still running the function called at 0x{function:x} and does not stop ({ProcStatus.State(Pid, tid)}): it was left running it (it puts itself back when it returns)");
                 }
                 Libc.MicroSleep(20);
                 continue;
@@ -242,7 +239,7 @@ internal sealed partial class PtraceSession
             if (!thread.Stopped)
             {
                 if (Stopwatch.GetTimestamp() > deadline)
-                    throw new TargetException(TargetError.Timeout, Pid, $"thread {thread.Tid} of process {Pid} did not stop again around a call made for livepatch ({ThreadState(thread.Tid)})");
+                    throw new TargetException(TargetError.Timeout, Pid, $"thread {thread.Tid} of process {Pid} did not stop again around a call made for livepatch ({ProcStatus.State(Pid, thread.Tid)})");
                 Libc.MicroSleep(20);
                 continue;
             }
@@ -282,7 +279,7 @@ internal sealed partial class PtraceSession
     {
         var remaining = new List<int>(deferred);
         foreach (var signal in deferred)
-            Libc.Syscall3(Libc.SysTgkill, Pid, thread.Tid, signal);
+            Libc.Syscall3(SystemCall.Tgkill, Pid, thread.Tid, signal);
         var deadline = Stopwatch.GetTimestamp() + (long)(DeliveryWindow.TotalSeconds * Stopwatch.Frequency);
         var interrupted = false;
         Resume(thread);
@@ -346,7 +343,7 @@ internal sealed partial class PtraceSession
     /// <summary>Maps a page for the stub with the thread's own mmap and writes the stub, resuming at <paramref name="resume"/>.</summary>
     private ulong MapStub(int tid, CallReturnStub.Code stub, ulong resume)
     {
-        var page = Syscall(tid, SysMmap, 0, (long)Page, 5 /* PROT_READ | PROT_EXEC */, 0x22 /* MAP_PRIVATE | MAP_ANONYMOUS */, -1, 0);
+        var page = Syscall(tid, SystemCall.Mmap, 0, (long)Page, SystemCall.ProtRead | SystemCall.ProtExec, SystemCall.MapPrivate | SystemCall.MapAnonymous, -1, 0);
         if (page is < 0 and > -4096)
             throw new TargetException(TargetError.SystemCallFailed, Pid, $"process {Pid}: mmap of a page for a call failed with errno {-page}");
         var bytes = (byte[])stub.Bytes.Clone();
@@ -358,7 +355,7 @@ internal sealed partial class PtraceSession
         }
         catch
         {
-            Syscall(tid, SysMunmap, page, (long)Page);
+            Syscall(tid, SystemCall.Munmap, page, (long)Page);
             throw;
         }
         return (ulong)page;

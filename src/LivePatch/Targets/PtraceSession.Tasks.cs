@@ -83,7 +83,7 @@ internal sealed partial class PtraceSession
     /// <summary>True when process <paramref name="child"/> shares its address space with the traced process.</summary>
     public bool SharesMemoryWith(int child)
     {
-        var result = Libc.Syscall3(Libc.SysKcmp, Pid, child, Libc.KcmpVm);
+        var result = Libc.Syscall3(SystemCall.Kcmp, Pid, child, Libc.KcmpVm);
         // Without kcmp (or permission) assume it does: the caller then takes the careful path.
         return result != 1 && result != 2;
     }

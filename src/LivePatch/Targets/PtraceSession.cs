@@ -54,7 +54,7 @@ internal sealed partial class PtraceSession : IDisposable
             throw new TargetException(TargetError.PermissionDenied, pid, $"process {pid} is livepatch itself: a process cannot trace itself");
         // The runtime reaps the children it starts with waitpid(child): it would consume their ptrace stops and
         // then believe they had exited. A target must not be our own child.
-        if (StatusField(pid, pid, "PPid:") == Environment.ProcessId)
+        if (ProcStatus.Number(pid, pid, "PPid:") == Environment.ProcessId)
             throw new TargetException(TargetError.PermissionDenied, pid,
                 $"process {pid} is a child of this process: .NET's child-process handling would consume its ptrace stops; start it through a shell or another launcher");
         var session = new PtraceSession(pid);
@@ -249,7 +249,7 @@ internal sealed partial class PtraceSession : IDisposable
             return;
         }
         var errno = Marshal.GetLastPInvokeError();
-        if (errno == Libc.Eperm && !isFirst && TracerOf(tid) is { } ours && StatusField(ours, ours, "Tgid:") == Environment.ProcessId)
+        if (errno == Libc.Eperm && !isFirst && ProcStatus.TracerOf(Pid, tid) is { } ours && ProcStatus.ProcessOf(ours) == Environment.ProcessId)
         {
             // Created by a traced clone: the kernel attached it to us and it starts in a stop, which counts as
             // the stop an interrupt would cause (a second interrupt would leave a trap armed for after resume).
@@ -262,10 +262,10 @@ internal sealed partial class PtraceSession : IDisposable
             throw Directory.Exists($"/proc/{Pid}") ? new TargetException(TargetError.PermissionDenied, Pid, $"process {Pid} cannot be traced (it is a zombie or a kernel thread)") : TargetException.NotFound(Pid);
         if (errno == Libc.Eperm && !isFirst && IsExiting(tid))
             return; // the kernel refuses to attach to a thread that is already exiting
-        if (errno == Libc.Eperm && TracerOf(tid) is { } tracer and not 0)
+        if (errno == Libc.Eperm && ProcStatus.TracerOf(Pid, tid) is { } tracer and not 0)
         {
             // TracerPid names the tracing thread; its Tgid is the process.
-            var process = StatusField(tracer, tracer, "Tgid:") ?? tracer;
+            var process = ProcStatus.ProcessOf(tracer) ?? tracer;
             throw new TargetException(TargetError.Busy, Pid, $"process {Pid} is busy: it is already traced by process {process} ({CommandName(process)})");
         }
         throw new TargetException(TargetError.PermissionDenied, Pid,
@@ -322,7 +322,7 @@ internal sealed partial class PtraceSession : IDisposable
                 return;
             if (Stopwatch.GetTimestamp() > deadlineTimestamp)
             {
-                var stuck = string.Join(", ", pending.Where(t => !t.Stopped && _threads.ContainsKey(t.Tid)).Select(t => $"{t.Tid} ({ThreadState(t.Tid)})"));
+                var stuck = string.Join(", ", pending.Where(t => !t.Stopped && _threads.ContainsKey(t.Tid)).Select(t => $"{t.Tid} ({ProcStatus.State(Pid, t.Tid)})"));
                 Settle();
                 throw new TargetException(TargetError.Timeout, Pid, $"process {Pid}: thread(s) {stuck} did not stop before the timeout");
             }
@@ -421,21 +421,6 @@ internal sealed partial class PtraceSession : IDisposable
             throw new InvalidOperationException("ptrace requests must run on the session's tracer thread (use OnTracer)");
     }
 
-    private int? TracerOf(int tid) => StatusField(Pid, tid, "TracerPid:");
-
-    private static int? StatusField(int pid, int tid, string field)
-    {
-        try
-        {
-            var line = File.ReadLines($"/proc/{pid}/task/{tid}/status").FirstOrDefault(l => l.StartsWith(field, StringComparison.Ordinal));
-            return line is null ? null : int.Parse(line[field.Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture);
-        }
-        catch (Exception error) when (error is IOException or UnauthorizedAccessException or FormatException)
-        {
-            return null;
-        }
-    }
-
     private static string CommandName(int pid)
     {
         try
@@ -468,18 +453,5 @@ internal sealed partial class PtraceSession : IDisposable
             Thread.Sleep(0);
         }
         return false;
-    }
-
-    private string ThreadState(int tid)
-    {
-        try
-        {
-            var line = File.ReadLines($"/proc/{Pid}/task/{tid}/status").FirstOrDefault(l => l.StartsWith("State:", StringComparison.Ordinal));
-            return line?["State:".Length..].Trim() ?? "unknown state";
-        }
-        catch (IOException)
-        {
-            return "gone";
-        }
     }
 }

@@ -1,14 +1,8 @@
 namespace LivePatch.Targets;
 
-/// <summary>Maps and unmaps memory in a target by making one of its stopped threads execute <c>mmap</c> / <c>munmap</c>.</summary>
+/// <summary>Maps, protects and unmaps memory in a target, and creates shared memory files there, by making one of its stopped threads execute the system calls.</summary>
 internal static class RemoteMemory
 {
-    private const long SysMmap = 9;
-    private const long SysMprotect = 10;
-    private const long SysMunmap = 11;
-    private const long MapPrivate = 0x02;
-    private const long MapAnonymous = 0x20;
-    private const long MapFixedNoReplace = 0x100000;
     private const long EExist = 17;
     private const ulong Page = 0x1000;
     private const ulong LowestAddress = 0x10000;
@@ -26,8 +20,8 @@ internal static class RemoteMemory
         var map = MemoryMap.Read(session.Pid);
         foreach (var candidate in Candidates(map, nearStart, nearEnd, size))
         {
-            var result = session.Syscall(tid, SysMmap, (long)candidate, (long)size, ProtectionBits(protection),
-                MapPrivate | MapAnonymous | MapFixedNoReplace, -1, 0);
+            var result = session.Syscall(tid, SystemCall.Mmap, (long)candidate, (long)size, ProtectionBits(protection),
+                SystemCall.MapPrivate | SystemCall.MapAnonymous | SystemCall.MapFixedNoReplace, -1, 0);
             if (result == (long)candidate)
                 return candidate;
             if (result == -EExist)
@@ -35,7 +29,7 @@ internal static class RemoteMemory
             if (result >= 0)
             {
                 // A kernel without MAP_FIXED_NOREPLACE treats it as a hint: give back what we did not ask for.
-                session.Syscall(tid, SysMunmap, result, (long)size);
+                session.Syscall(tid, SystemCall.Munmap, result, (long)size);
                 continue;
             }
             throw new TargetException(TargetError.SystemCallFailed, session.Pid,
@@ -47,7 +41,7 @@ internal static class RemoteMemory
 
     public static void Protect(PtraceSession session, int tid, ulong address, ulong size, MemoryProtection protection)
     {
-        var result = session.Syscall(tid, SysMprotect, (long)address, (long)RoundUp(size), ProtectionBits(protection));
+        var result = session.Syscall(tid, SystemCall.Mprotect, (long)address, (long)RoundUp(size), ProtectionBits(protection));
         if (result < 0)
             throw new TargetException(TargetError.SystemCallFailed, session.Pid,
                 $"process {session.Pid}: mprotect of 0x{address:x} failed with errno {-result}");
@@ -55,10 +49,43 @@ internal static class RemoteMemory
 
     public static void Unmap(PtraceSession session, int tid, ulong address, ulong size)
     {
-        var result = session.Syscall(tid, SysMunmap, (long)address, (long)RoundUp(size));
+        var result = session.Syscall(tid, SystemCall.Munmap, (long)address, (long)RoundUp(size));
         if (result < 0)
             throw new TargetException(TargetError.SystemCallFailed, session.Pid,
                 $"process {session.Pid}: munmap of 0x{address:x} failed with errno {-result}");
+    }
+
+    /// <summary>
+    /// Creates a shared memory file (<c>memfd</c>) named <paramref name="name"/> of <paramref name="size"/> bytes in the
+    /// target and maps it read-write, shared: memfd_create, ftruncate, mmap, close. The mapping keeps the file alive
+    /// and names it in <c>/proc/PID/maps</c> (<c>/memfd:NAME</c>); unmapping it frees it. Returns its address.
+    /// </summary>
+    public static ulong CreateSharedMemory(PtraceSession session, int tid, ProcessMemory memory, string name, ulong size)
+    {
+        var scratch = Check(session, "mmap", session.Syscall(tid, SystemCall.Mmap, 0, (long)Page, SystemCall.ProtRead | SystemCall.ProtWrite,
+            SystemCall.MapPrivate | SystemCall.MapAnonymous, -1, 0));
+        try
+        {
+            memory.Write((ulong)scratch, System.Text.Encoding.ASCII.GetBytes(name + "\0"));
+            var fd = Check(session, "memfd_create", session.Syscall(tid, SystemCall.MemfdCreate, scratch, 1 /* MFD_CLOEXEC */));
+            try
+            {
+                Check(session, "ftruncate", session.Syscall(tid, SystemCall.Ftruncate, fd, (long)size));
+                return (ulong)Check(session, "mmap", session.Syscall(tid, SystemCall.Mmap, 0, (long)size, SystemCall.ProtRead | SystemCall.ProtWrite, SystemCall.MapShared, fd, 0));
+            }
+            finally
+            {
+                session.Syscall(tid, SystemCall.Close, fd);
+            }
+        }
+        finally
+        {
+            session.Syscall(tid, SystemCall.Munmap, scratch, (long)Page);
+        }
+
+        long Check(PtraceSession session, string call, long result) => SystemCall.IsError(result)
+            ? throw new TargetException(TargetError.SystemCallFailed, session.Pid, $"process {session.Pid}: {call} for the shared memory '{name}' failed with errno {-result}")
+            : result;
     }
 
     /// <summary>Free places for <paramref name="size"/> bytes in reach of the anchor range, nearest first.</summary>
@@ -94,7 +121,7 @@ internal static class RemoteMemory
     }
 
     private static long ProtectionBits(MemoryProtection protection) =>
-        (protection.HasFlag(MemoryProtection.Read) ? 1 : 0) | (protection.HasFlag(MemoryProtection.Write) ? 2 : 0) | (protection.HasFlag(MemoryProtection.Execute) ? 4 : 0);
+        (protection.HasFlag(MemoryProtection.Read) ? SystemCall.ProtRead : 0) | (protection.HasFlag(MemoryProtection.Write) ? SystemCall.ProtWrite : 0) | (protection.HasFlag(MemoryProtection.Execute) ? SystemCall.ProtExec : 0);
 
     private static ulong RoundUp(ulong value) => (value + Page - 1) & ~(Page - 1);
 }

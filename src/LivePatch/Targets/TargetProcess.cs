@@ -20,6 +20,9 @@ public sealed class TargetProcess : IDisposable
     /// <summary>The process id.</summary>
     public int Pid { get; }
 
+    /// <summary>The process's memory, through <c>/proc/PID/mem</c>.</summary>
+    internal ProcessMemory Memory => _memory;
+
     /// <summary>Opens process <paramref name="pid"/> for reading and patching.</summary>
     /// <exception cref="TargetException">No such process, no permission, or it is not an x86-64 ELF process.</exception>
     public static TargetProcess Open(int pid)

@@ -13,7 +13,7 @@ public class ConsistencyCommandTests
     {
         using var sleeping = SleepingTarget.Start();
         var pid = sleeping.Pid.ToString(CultureInfo.InvariantCulture);
-        var payload = LivePatcherTests.BuildPayload("live/apply/sleep.c");
+        var payload = TestPayloads.Build("live/apply/sleep.c");
         sleeping.WaitUntilInside(1);
         var before = TargetSnapshot.Take(sleeping.Pid, sleeping.Process.ReadyAddress("sleep_inside"));
 

@@ -13,10 +13,10 @@ public class LifecycleCommandTests
     [Fact]
     public void A_payloads_life_from_separate_runs()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "4");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "4");
         var pid = worker.Pid.ToString(CultureInfo.InvariantCulture);
-        var fix = LivePatcherTests.BuildPayload("live/apply/fix.c");
-        var plus200 = LivePatcherTests.BuildPayload("live/lifecycle/plus200.c");
+        var fix = TestPayloads.Build("live/apply/fix.c");
+        var plus200 = TestPayloads.Build("live/lifecycle/plus200.c");
 
         var check = LivepatchCli.Run("check", pid, fix);
         Assert.Equal(0, check.ExitCode);

@@ -19,8 +19,8 @@ public class LivePatchCommandTests
     [Fact]
     public void Separate_runs_apply_list_and_revert_through_the_record_in_the_target()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "4");
-        var fix = LivePatcherTests.BuildPayload("live/apply/fix.c");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "4");
+        var fix = TestPayloads.Build("live/apply/fix.c");
 
         var applied = Livepatch("apply", Pid(worker), fix, "--timeout", "2000");
         Assert.Equal(0, applied.ExitCode);
@@ -48,9 +48,9 @@ public class LivePatchCommandTests
     [Fact]
     public void A_second_livepatch_while_one_holds_the_process_fails_saying_it_is_busy()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "1");
-        var fix = LivePatcherTests.BuildPayload("live/apply/fix.c");
-        using var first = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
+        var fix = TestPayloads.Build("live/apply/fix.c");
+        using var first = LivePatcher.Attach(worker.Pid, Generous.Options);
         var before = TargetSnapshot.Take(worker.Pid, worker.ReadyAddress("compute"));
 
         var second = Livepatch("apply", Pid(worker), fix);
@@ -66,10 +66,10 @@ public class LivePatchCommandTests
     [InlineData("tiny", 4, "too short for a 5-byte jump")]
     public void Refusals_print_one_line_and_exit_with_their_code(string payload, int exitCode, string text)
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "1");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
         var before = TargetSnapshot.Take(worker.Pid, worker.ReadyAddress("compute"));
 
-        var result = Livepatch("apply", Pid(worker), LivePatcherTests.BuildPayload($"live/apply/{payload}.c"), "--timeout", "2000");
+        var result = Livepatch("apply", Pid(worker), TestPayloads.Build($"live/apply/{payload}.c"), "--timeout", "2000");
 
         Assert.Equal(exitCode, result.ExitCode);
         Assert.Contains(text, result.Error, StringComparison.Ordinal);
@@ -87,7 +87,7 @@ public class LivePatchCommandTests
         var before = TargetSnapshot.Take(spinning.Pid, spinning.ReadyAddress("spin_entry"));
         // Into its retries: attached, then some more.
         using var background = LivepatchCli.StartHolding(spinning.Pid, TimeSpan.FromMilliseconds(500),
-            "apply", Pid(spinning), LivePatcherTests.BuildPayload("live/apply/spin.c"), "--timeout", "10000");
+            "apply", Pid(spinning), TestPayloads.Build("live/apply/spin.c"), "--timeout", "10000");
         var livepatch = background.Process;
         Assert.False(livepatch.HasExited, "apply is still retrying");
 
@@ -116,7 +116,7 @@ public class LivePatchCommandTests
     [Fact]
     public void Reverting_what_is_not_applied_exits_4_naming_it()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "1");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
 
         var result = Livepatch("revert", Pid(worker), "fix");
 
@@ -145,7 +145,7 @@ public class LivePatchCommandTests
     [Fact]
     public void Sites_of_a_running_process_show_each_site_as_it_is_now()
     {
-        using var target = RunningTarget.Start("sites/keys_target.c", LivePatch.Tests.Live.StaticKeyTests.Flags);
+        using var target = RunningTarget.Start("sites/keys_target.c", TestTargets.SitesFlags);
         static List<(string Kind, string State, string Module)> Rows(LivepatchCli.Result result)
         {
             Assert.Equal(0, result.ExitCode);
@@ -179,7 +179,7 @@ public class LivePatchCommandTests
     [Fact]
     public void Key_switches_a_static_key_from_a_separate_run_and_refuses_unknown_keys()
     {
-        using var target = RunningTarget.Start("sites/keys_target.c", LivePatch.Tests.Live.StaticKeyTests.Flags);
+        using var target = RunningTarget.Start("sites/keys_target.c", TestTargets.SitesFlags);
 
         var on = Livepatch("key", Pid(target), "verbose", "on", "--timeout", "2000");
         var again = Livepatch("key", Pid(target), "verbose", "on");
@@ -276,7 +276,7 @@ public class LivePatchCommandTests
         var trigger = Path.Combine(Path.GetTempPath(), $"livepatch-trigger-{Guid.NewGuid():N}");
         try
         {
-            using var target = RunningTarget.Start("sites/locks_target.c", StaticKeyTests.Flags, trigger, "thread");
+            using var target = RunningTarget.Start("sites/locks_target.c", TestTargets.SitesFlags, trigger, "thread");
             using var livepatch = LivepatchCli.Start("sites", Pid(target), "--up", "--timeout", "2000");
             try
             {

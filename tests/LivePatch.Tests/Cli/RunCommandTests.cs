@@ -9,12 +9,12 @@ namespace LivePatch.Tests.Cli;
 [Collection(ProcessTests.Name)]
 public class RunCommandTests
 {
-    private static string Program => RunningTarget.Build("sites/boot_target.c", StaticKeyTests.Flags);
+    private static string Program => RunningTarget.Build("sites/boot_target.c", TestTargets.SitesFlags);
 
     [Fact]
     public void Alternatives_lock_prefixes_and_payloads_are_in_place_before_the_program_runs_and_its_status_is_returned()
     {
-        var fix = LivePatcherTests.BuildPayload("sites/boot_fix.c");
+        var fix = TestPayloads.Build("sites/boot_fix.c");
 
         var result = LivepatchCli.Run("run", "--alternatives", "--payload", fix, "--", Program, "7");
 
@@ -49,7 +49,7 @@ public class RunCommandTests
     [Fact]
     public void A_payload_that_cannot_be_linked_ends_the_program_before_it_runs()
     {
-        var bad = LivePatcherTests.BuildPayload("sites/boot_bad.c");
+        var bad = TestPayloads.Build("sites/boot_bad.c");
 
         var result = LivepatchCli.Run("run", "--payload", bad, "--", Program);
 

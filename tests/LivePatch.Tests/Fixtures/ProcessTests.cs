@@ -1,5 +1,3 @@
-using LivePatch.Live;
-
 namespace LivePatch.Tests.Fixtures;
 
 /// <summary>
@@ -10,7 +8,4 @@ namespace LivePatch.Tests.Fixtures;
 public sealed class ProcessTests
 {
     public const string Name = "processes";
-
-    /// <summary>For tests about something other than the timeout: a loaded CI machine can take longer than 30 ms to stop threads.</summary>
-    public static LivePatchOptions Generous { get; } = new() { Timeout = TimeSpan.FromSeconds(2) };
 }

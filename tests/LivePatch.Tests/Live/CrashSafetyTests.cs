@@ -28,8 +28,8 @@ public class CrashSafetyTests
         ["trio_next"] = [201, 202, 0],
     };
 
-    private static readonly Lazy<string> FixObject = new(() => LivePatcherTests.BuildPayload("live/crash/trio_fix.c"));
-    private static readonly Lazy<string> NextObject = new(() => LivePatcherTests.BuildPayload("live/crash/trio_next.c"));
+    private static readonly Lazy<string> FixObject = new(() => TestPayloads.Build("live/crash/trio_fix.c"));
+    private static readonly Lazy<string> NextObject = new(() => TestPayloads.Build("live/crash/trio_next.c"));
 
     private static string Fix => FixObject.Value;
 
@@ -139,7 +139,7 @@ public class CrashSafetyTests
         Assert.Equal(128 + 9, LivepatchCli.RunWith(new Dictionary<string, string> { [KillAt] = "range-1-written" }, ActionArguments(trio, "apply")).ExitCode);
         var intent = LivePatcher.Interrupted(trio.Pid)!.Action;
         var alpha = intent.Sites.Single(s => s.Function.EndsWith("!alpha", StringComparison.Ordinal));
-        Assert.Equal(alpha.NewBytes, ReadSites(trio.Pid, sites)[0]);
+        Assert.Equal(Convert.ToHexStringLower(alpha.NewBytes), ReadSites(trio.Pid, sites)[0]);
         // Another tool points alpha at the payload's beta (harmless: it returns x + 102), with the process stopped.
         var betaFixed = intent.After.Single().Functions.Single(f => f.Name.EndsWith("!beta", StringComparison.Ordinal)).NewAddress;
         var jump = new LivePatch.X86.PatchBuffer(alpha.Address, 5);
@@ -171,7 +171,7 @@ public class CrashSafetyTests
         using var spinning = RunningTarget.Start("targets/spinning.c", $"-O2 -g -pthread {spinner}");
         // Well into its retries: the back-off between stops has grown.
         using var background = LivepatchCli.StartHolding(spinning.Pid, TimeSpan.FromMilliseconds(1500),
-            "apply", Pid(spinning), LivePatcherTests.BuildPayload("live/apply/spin.c"), "--timeout", "20000");
+            "apply", Pid(spinning), TestPayloads.Build("live/apply/spin.c"), "--timeout", "20000");
         var livepatch = background.Process;
         Assert.False(livepatch.HasExited, "apply is still retrying");
 
@@ -247,8 +247,9 @@ public class CrashSafetyTests
         using var process = TargetProcess.Open(pid);
         foreach (var site in action.Sites)
         {
-            var now = Convert.ToHexStringLower(process.ReadMemory(site.Address, site.OldBytes.Length / 2));
-            Assert.True(now == site.OldBytes || now == site.NewBytes, $"{site.Function} at 0x{site.Address:x} holds {now}: neither the old {site.OldBytes} nor the new {site.NewBytes}");
+            var now = process.ReadMemory(site.Address, site.OldBytes.Length);
+            Assert.True(now.AsSpan().SequenceEqual(site.OldBytes) || now.AsSpan().SequenceEqual(site.NewBytes),
+                $"{site.Function} at 0x{site.Address:x} holds {Convert.ToHexStringLower(now)}: neither the old {Convert.ToHexStringLower(site.OldBytes)} nor the new {Convert.ToHexStringLower(site.NewBytes)}");
         }
     }
 

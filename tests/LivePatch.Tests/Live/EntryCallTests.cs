@@ -20,8 +20,8 @@ public sealed class EntryCallTests : IDisposable
         target.WaitForLine(l => l == "inside=1", TimeSpan.FromSeconds(10));
         var entry = target.ReadyAddress("call_first");
         var before = Code(target.Pid, entry);
-        var payload = LivePatcherTests.BuildPayload("live/apply/shortcall_fix.c");
-        using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
+        var payload = TestPayloads.Build("live/apply/shortcall_fix.c");
+        using var patcher = LivePatcher.Attach(target.Pid, Generous.Options);
 
         var error = Assert.Throws<TargetException>(() => patcher.Apply(payload));
 

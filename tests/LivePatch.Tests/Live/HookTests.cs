@@ -3,6 +3,7 @@ using LivePatch.Live;
 using LivePatch.Targets;
 using LivePatch.Tests.Fixtures;
 using LivePatch.Tests.Targets;
+using LivePatch.Payloads;
 
 namespace LivePatch.Tests.Live;
 
@@ -14,9 +15,9 @@ namespace LivePatch.Tests.Live;
 [Collection(ProcessTests.Name)]
 public class HookTests
 {
-    private static string Build(string name) => LivePatcherTests.BuildPayload($"live/hooks/{name}.c");
+    private static string Build(string name) => TestPayloads.Build($"live/hooks/{name}.c");
 
-    private static RunningTarget StartWorker() => RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "4");
+    private static RunningTarget StartWorker() => RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "4");
 
     private static byte[] Code(int pid, ulong address)
     {
@@ -33,7 +34,7 @@ public class HookTests
         var code = Code(worker.Pid, compute);
         var maps = File.ReadAllLines($"/proc/{worker.Pid}/maps");
 
-        using (var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
+        using (var patcher = LivePatcher.Attach(worker.Pid, Generous.Options))
         {
             var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(Build("veto")));
 
@@ -54,7 +55,7 @@ public class HookTests
         using var worker = StartWorker();
         worker.AssertValueBecomes("counter", 0);
 
-        using (var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
+        using (var patcher = LivePatcher.Attach(worker.Pid, Generous.Options))
         {
             patcher.Apply(Build("steps"));
 
@@ -73,7 +74,7 @@ public class HookTests
         }
 
         // A later livepatch run finds the hooks in the record.
-        using (var later = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
+        using (var later = LivePatcher.Attach(worker.Pid, Generous.Options))
             later.Revert("steps");
 
         worker.AssertValueBecomes("counter", 1111); // pre-revert added 10, post-revert 100
@@ -84,7 +85,7 @@ public class HookTests
     public void Load_runs_no_hook_and_applying_the_loaded_payload_by_name_runs_its_recorded_ones()
     {
         using var worker = StartWorker();
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
 
         patcher.Load(Build("steps"));
         worker.AssertValueBecomes("counter", 0);
@@ -99,10 +100,10 @@ public class HookTests
     public void Replace_runs_the_revert_hooks_of_the_payload_it_reverts_whose_veto_refuses_it_and_the_new_one_calls_its_original()
     {
         using var worker = StartWorker();
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
         patcher.Apply(Build("steps"));
         worker.AssertValueBecomes("counter", 1001);
-        var wrap = Payload.Load(LivePatcherTests.BuildPayload("live/originals/wrap.c"));
+        var wrap = Payload.Load(TestPayloads.Build("live/originals/wrap.c"));
 
         var veto = Assert.Throws<PatchRefusedException>(() => patcher.Replace(wrap));
 
@@ -125,9 +126,9 @@ public class HookTests
     [InlineData("sleep")]
     public void Hooks_run_on_a_thread_parked_in_a_system_call_which_then_goes_on_as_before(string mode)
     {
-        using var target = RemoteCallTests.StartCalls(mode);
+        using var target = TestTargets.StartCalls(mode);
         target.AssertValueBecomes("value", 7);
-        using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
+        using var patcher = LivePatcher.Attach(target.Pid, Generous.Options);
 
         patcher.Apply(Build("parked"));
         target.AssertValueBecomes("hooked", 12);
@@ -147,7 +148,7 @@ public class HookTests
     [InlineData("sleep")]
     public void Killing_livepatch_while_a_hook_runs_lets_the_thread_finish_it_and_put_itself_back(string mode)
     {
-        using var target = RemoteCallTests.StartCalls(mode);
+        using var target = TestTargets.StartCalls(mode);
         target.AssertValueBecomes("redzone_errors", 0);
         ulong hooked;
         using (var process = TargetProcess.Open(target.Pid))
@@ -188,7 +189,7 @@ public class HookTests
         var compute = worker.ReadyAddress("compute");
         var code = Code(worker.Pid, compute);
         var maps = File.ReadAllLines($"/proc/{worker.Pid}/maps");
-        var options = new LivePatchOptions { Timeout = ProcessTests.Generous.Timeout, HookTimeout = TimeSpan.FromMilliseconds(200) };
+        var options = new LivePatchOptions { Timeout = Generous.Options.Timeout, HookTimeout = TimeSpan.FromMilliseconds(200) };
 
         using (var patcher = LivePatcher.Attach(worker.Pid, options))
         {
@@ -212,7 +213,7 @@ public class HookTests
     public void A_post_apply_hook_that_crashes_is_reported_and_the_payload_stays_applied_in_a_living_target()
     {
         using var worker = StartWorker();
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
 
         var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(Build("crash")));
 

@@ -5,6 +5,7 @@ using LivePatch.Targets;
 using LivePatch.Tests.Fixtures;
 using LivePatch.Tests.Targets;
 using LivePatch.X86;
+using LivePatch.Payloads;
 
 namespace LivePatch.Tests.Live;
 
@@ -12,16 +13,16 @@ namespace LivePatch.Tests.Live;
 [Collection(ProcessTests.Name)]
 public partial class LifecycleTests
 {
-    private static string Fix => LivePatcherTests.BuildPayload("live/apply/fix.c");
+    private static string Fix => TestPayloads.Build("live/apply/fix.c");
 
-    private static string Lifecycle(string name, string flags = "-O2") => LivePatcherTests.BuildPayload($"live/lifecycle/{name}.c", flags);
+    private static string Lifecycle(string name, string flags = "-O2") => TestPayloads.Build($"live/lifecycle/{name}.c", flags);
 
     [Fact]
     public void Load_apply_by_name_revert_apply_again_and_unload()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
         worker.AssertValueBecomes("compute", 3);
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
 
         var loaded = patcher.Load(Fix);
 
@@ -48,8 +49,8 @@ public partial class LifecycleTests
     [Fact]
     public void A_reverted_payload_whose_data_changed_must_be_loaded_again_and_an_applied_one_cannot_be_unloaded()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
         patcher.Apply(Lifecycle("counting"));
         worker.AssertValueBecomes("compute", 102);
         Assert.Equal(LivePatchRefusal.StillApplied, Assert.Throws<PatchRefusedException>(() => patcher.Unload("counting")).Refusal);
@@ -68,8 +69,8 @@ public partial class LifecycleTests
     [Fact]
     public void Stacked_payloads_the_newest_wins_and_only_the_top_is_reverted()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "4");
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "4");
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
         patcher.Apply(Fix);
         worker.AssertValueBecomes("compute", 102);
 
@@ -89,8 +90,8 @@ public partial class LifecycleTests
     [Fact]
     public void A_payload_that_depends_on_another_is_refused_until_that_one_is_applied()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
         var before = TargetSnapshot.Take(worker.Pid, worker.ReadyAddress("compute"));
 
         var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(Lifecycle("needs_fix")));
@@ -106,8 +107,8 @@ public partial class LifecycleTests
     [Fact]
     public void Replace_under_eight_busy_threads_goes_from_old_to_new_with_nothing_in_between()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "8");
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "8");
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
         patcher.Apply(Fix);
         worker.AssertValueBecomes("compute", 102);
         var mark = worker.LineCount; // from here every line was printed with fix applied
@@ -136,13 +137,13 @@ public partial class LifecycleTests
     [Fact]
     public void A_build_id_mismatch_is_refused_unless_forced_and_the_record_says_so()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
-        var executable = Path.GetFileName(RunningTarget.Build("targets/worker.c", TargetProcessTests.WorkerFlags));
-        var actual = ElfFile.Load(RunningTarget.Build("targets/worker.c", TargetProcessTests.WorkerFlags)).BuildId!;
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
+        var executable = Path.GetFileName(RunningTarget.Build("targets/worker.c", TestTargets.WorkerFlags));
+        var actual = ElfFile.Load(RunningTarget.Build("targets/worker.c", TestTargets.WorkerFlags)).BuildId!;
         string Pinned(string buildId) => Lifecycle("pinned", $"-O2 -DMODULE=\"{executable}\" -DBUILD_ID=\"{buildId}\"");
         var wrong = new string('0', actual.Length);
 
-        using (var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
+        using (var patcher = LivePatcher.Attach(worker.Pid, Generous.Options))
         {
             var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(Pinned(wrong)));
             Assert.Equal(LivePatchRefusal.BuildIdMismatch, error.Refusal);
@@ -150,7 +151,7 @@ public partial class LifecycleTests
             Assert.Contains($"with build-id {actual}", error.Message, StringComparison.Ordinal);
             Assert.Empty(patcher.List());
         }
-        using (var forced = LivePatcher.Attach(worker.Pid, new LivePatchOptions { Timeout = ProcessTests.Generous.Timeout, Force = true }))
+        using (var forced = LivePatcher.Attach(worker.Pid, new LivePatchOptions { Timeout = Generous.Options.Timeout, Force = true }))
         {
             forced.Apply(Pinned(wrong));
             worker.AssertValueBecomes("compute", 402);
@@ -160,7 +161,7 @@ public partial class LifecycleTests
             forced.Unload("pinned");
             worker.AssertValueBecomes("compute", 3);
         }
-        using (var exact = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
+        using (var exact = LivePatcher.Attach(worker.Pid, Generous.Options))
         {
             exact.Apply(Pinned(actual));
             worker.AssertValueBecomes("compute", 402);
@@ -171,7 +172,7 @@ public partial class LifecycleTests
     [Fact]
     public void A_function_changed_by_another_tool_is_refused_by_check_and_apply_with_nothing_written()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
         var secret = worker.ReadyAddress("secret");
         var helper = worker.ReadyAddress("helper");
         var entry = secret + 4; // after endbr64 (-fcf-protection=full)
@@ -183,8 +184,8 @@ public partial class LifecycleTests
             other.WriteMemory(entry, jump.Bytes);
         worker.AssertValueBecomes("secret", 2);
         var before = TargetSnapshot.Take(worker.Pid, secret, worker.ReadyAddress("compute"));
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
-        var payload = Payload.Load(LivePatcherTests.BuildPayload("live/apply/secret.c"));
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
+        var payload = Payload.Load(TestPayloads.Build("live/apply/secret.c"));
 
         var byCheck = Assert.Throws<PatchRefusedException>(() => patcher.Check(payload));
         var byApply = Assert.Throws<PatchRefusedException>(() => patcher.Apply(payload));
@@ -199,9 +200,9 @@ public partial class LifecycleTests
     [Fact]
     public void Check_makes_every_check_and_writes_nothing_and_the_deny_list_is_honoured()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
         var before = TargetSnapshot.Take(worker.Pid, worker.ReadyAddress("compute"));
-        using (var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
+        using (var patcher = LivePatcher.Attach(worker.Pid, Generous.Options))
         {
             var results = patcher.Check(Payload.Load(Fix));
 
@@ -210,7 +211,7 @@ public partial class LifecycleTests
             before.AssertUnchanged();
             Assert.Empty(patcher.List());
         }
-        using var denying = LivePatcher.Attach(worker.Pid, new LivePatchOptions { Timeout = ProcessTests.Generous.Timeout, Deny = ["compute"] });
+        using var denying = LivePatcher.Attach(worker.Pid, new LivePatchOptions { Timeout = Generous.Options.Timeout, Deny = ["compute"] });
 
         var error = Assert.Throws<PatchRefusedException>(() => denying.Apply(Fix));
 

@@ -2,30 +2,25 @@ using LivePatch.Live;
 using LivePatch.Targets;
 using LivePatch.Tests.Fixtures;
 using LivePatch.Tests.Targets;
+using LivePatch.Payloads;
 
 namespace LivePatch.Tests.Live;
 
 [Collection(ProcessTests.Name)]
 public class LivePatcherTests
 {
-    internal static string BuildPayload(string source, string flags = "-O2")
-    {
-        var name = Path.GetFileNameWithoutExtension(source);
-        var output = Path.Combine(ExternalTool.ScratchDirectory("payloads"), name + ".o");
-        return Gcc.Compile(source, $"-c {flags} -fPIC -ffunction-sections -I {Path.Combine(AppContext.BaseDirectory, "include")}", output);
-    }
 
     [Theory]
     [InlineData(1)]
     [InlineData(16)]
     public void Output_changes_on_apply_and_comes_back_on_revert(int threads)
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, threads.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        var fix = BuildPayload("live/apply/fix.c");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, threads.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var fix = TestPayloads.Build("live/apply/fix.c");
         var compute = worker.ReadyAddress("compute");
         worker.AssertValueBecomes("compute", 3);
 
-        using (var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous))
+        using (var patcher = LivePatcher.Attach(worker.Pid, Generous.Options))
         {
             var applied = patcher.Apply(fix);
 
@@ -53,11 +48,11 @@ public class LivePatcherPlacesTests
     [Fact]
     public void A_static_function_of_the_executable_is_patched_and_restored()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
         worker.AssertValueBecomes("secret", 8);
 
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
-        patcher.Apply(LivePatcherTests.BuildPayload("live/apply/secret.c"));
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
+        patcher.Apply(TestPayloads.Build("live/apply/secret.c"));
         worker.AssertValueBecomes("secret", 71);
 
         patcher.Revert("secret");
@@ -67,11 +62,11 @@ public class LivePatcherPlacesTests
     [Fact]
     public void A_function_of_a_shared_library_is_patched_and_calls_the_library_static_function()
     {
-        using var target = LivePatchRefusalTests.StartWithLib();
+        using var target = TestTargets.StartWithLib();
         target.AssertValueBecomes("scale", 1006);
 
-        using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
-        var applied = patcher.Apply(LivePatcherTests.BuildPayload("live/apply/scale.c"));
+        using var patcher = LivePatcher.Attach(target.Pid, Generous.Options);
+        var applied = patcher.Apply(TestPayloads.Build("live/apply/scale.c"));
 
         Assert.Equal("libscale.so!scale", Assert.Single(applied.Functions).Name);
         target.AssertValueBecomes("scale", 2006);
@@ -91,7 +86,7 @@ public class LivePatcherPlacesTests
         Assert.Equal(entry + 2, ParkedAt(parking.Pid, parker));
 
         using var patcher = LivePatcher.Attach(parking.Pid, new LivePatchOptions { Timeout = TimeSpan.FromMilliseconds(200) });
-        var applied = patcher.Apply(LivePatcherTests.BuildPayload("live/apply/park.c"));
+        var applied = patcher.Apply(TestPayloads.Build("live/apply/park.c"));
 
         var trampolines = Assert.Single(Assert.Single(patcher.List()).Memory, m => m.Use == "trampolines");
         var now = ParkedAt(parking.Pid, parker);
@@ -118,10 +113,10 @@ public class LivePatcherPlacesTests
     [Fact]
     public void A_module_qualified_name_picks_one_of_two_functions_of_the_same_name()
     {
-        using var target = LivePatchRefusalTests.StartWithLib();
-        using var patcher = LivePatcher.Attach(target.Pid, ProcessTests.Generous);
+        using var target = TestTargets.StartWithLib();
+        using var patcher = LivePatcher.Attach(target.Pid, Generous.Options);
 
-        patcher.Apply(LivePatcherTests.BuildPayload("live/apply/qualified.c"));
+        patcher.Apply(TestPayloads.Build("live/apply/qualified.c"));
 
         target.AssertValueBecomes("compute", 52);
         target.AssertValueBecomes("scale", 1006);

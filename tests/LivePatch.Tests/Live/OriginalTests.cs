@@ -2,6 +2,7 @@ using System.Text.RegularExpressions;
 using LivePatch.Live;
 using LivePatch.Tests.Fixtures;
 using LivePatch.Tests.Targets;
+using LivePatch.Payloads;
 
 namespace LivePatch.Tests.Live;
 
@@ -12,15 +13,15 @@ namespace LivePatch.Tests.Live;
 [Collection(ProcessTests.Name)]
 public class OriginalTests
 {
-    private static string Build(string name) => LivePatcherTests.BuildPayload($"live/originals/{name}.c");
+    private static string Build(string name) => TestPayloads.Build($"live/originals/{name}.c");
 
     [Fact]
     public void A_wrapper_fixes_the_argument_calls_the_original_and_logs_while_eight_threads_call_it()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "8");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "8");
         worker.AssertValueBecomes("compute", 3);
 
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
         patcher.Apply(Build("wrap"));
 
         // 10 * compute(1 + 1): the wrapper's argument fix and factor around the original's helper(2) + 1.
@@ -38,10 +39,10 @@ public class OriginalTests
     [Fact]
     public void The_original_of_a_static_function_runs_its_rip_relative_prologue_relocated()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
         worker.AssertValueBecomes("secret", 8);
 
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
         var check = patcher.Check(Payload.Load(Build("secret")));
         Assert.Contains(check, c => c.Name.StartsWith("original of ", StringComparison.Ordinal) && c.Name.EndsWith("!secret", StringComparison.Ordinal));
         patcher.Apply(Build("secret"));
@@ -54,8 +55,8 @@ public class OriginalTests
     [Fact]
     public void A_payload_stacked_on_another_calls_the_one_below_as_its_original()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "4");
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "4");
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
 
         patcher.Apply(Build("wrap"));
         patcher.Apply(Build("stacked"));
@@ -73,7 +74,7 @@ public class OriginalTests
         var spinner = Gcc.FixturePath("targets/spinner.S");
         using var spinning = RunningTarget.Start("targets/spinning.c", $"-O2 -g -pthread {spinner}");
         var maps = File.ReadAllLines($"/proc/{spinning.Pid}/maps");
-        using (var patcher = LivePatcher.Attach(spinning.Pid, ProcessTests.Generous))
+        using (var patcher = LivePatcher.Attach(spinning.Pid, Generous.Options))
         {
             var payload = Payload.Load(Build("spin"));
             var checkError = Assert.Throws<PatchRefusedException>(() => patcher.Check(payload));

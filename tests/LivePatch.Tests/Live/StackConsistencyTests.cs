@@ -18,7 +18,7 @@ public class StackConsistencyTests
     public async Task Apply_fails_while_a_thread_sleeps_inside_the_old_function_and_succeeds_once_it_leaves()
     {
         using var sleeping = SleepingTarget.Start();
-        var payload = LivePatcherTests.BuildPayload("live/apply/sleep.c");
+        var payload = TestPayloads.Build("live/apply/sleep.c");
         sleeping.WaitUntilInside(1);
         var before = TargetSnapshot.Take(sleeping.Pid, sleeping.Process.ReadyAddress("sleep_inside"));
 
@@ -52,7 +52,7 @@ public class StackConsistencyTests
     public async Task Entry_consistency_applies_while_the_thread_is_inside_and_stack_consistency_reverts_only_once_it_leaves_the_new_function()
     {
         using var sleeping = SleepingTarget.Start();
-        var payload = LivePatcherTests.BuildPayload("live/apply/sleep.c");
+        var payload = TestPayloads.Build("live/apply/sleep.c");
         sleeping.WaitUntilInside(1);
 
         using (var patcher = LivePatcher.Attach(sleeping.Pid, new LivePatchOptions { Timeout = TimeSpan.FromMilliseconds(200) }))
@@ -87,8 +87,8 @@ public class StackConsistencyTests
     {
         var payload = new AppliedPayloadInfo("fix", "/fix.o", PayloadState.Applied, DateTimeOffset.UnixEpoch, null, 0, 1,
             [
-                new AppliedFunctionInfo("w!b", 0x500, 0x500, "b_fixed", 0x1040, "", ""),
-                new AppliedFunctionInfo("w!a", 0x400, 0x404, "a_fixed", 0x1010, "", ""),
+                new AppliedFunctionInfo("w!b", 0x500, 0x500, "b_fixed", 0x1040, [], []),
+                new AppliedFunctionInfo("w!a", 0x400, 0x404, "a_fixed", 0x1010, [], []),
             ],
             [new MappedBlock(0x1000, 0x1000, "text"), new MappedBlock(0x3000, 0x1000, "rodata")]);
 

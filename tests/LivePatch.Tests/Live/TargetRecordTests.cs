@@ -22,36 +22,36 @@ public class TargetRecordTests
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
     };
 
-    private static string Fix => LivePatcherTests.BuildPayload("live/apply/fix.c");
+    private static string Fix => TestPayloads.Build("live/apply/fix.c");
 
-    private static string Plus200 => LivePatcherTests.BuildPayload("live/lifecycle/plus200.c");
+    private static string Plus200 => TestPayloads.Build("live/lifecycle/plus200.c");
 
     [Fact]
     public void Each_write_goes_to_the_other_slot_and_only_the_header_switches_to_it()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "1");
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
         patcher.Load(Fix);
         using var target = TargetProcess.Open(worker.Pid);
         var start = RecordStart(target);
         var first = Header.Read(target, start);
-        Assert.Equal((2u, TargetState.SlotA), (first.Version, first.Offset));
+        Assert.Equal((2u, RecordStore.SlotA), (first.Version, first.Offset));
 
         // A writer killed while writing the next JSON leaves it half written in the other slot; the header still names the first.
-        target.WriteMemory(start + TargetState.SlotB, Encoding.UTF8.GetBytes("{\"payloads\":[{\"name\":\"torn"));
+        target.WriteMemory(start + RecordStore.SlotB, Encoding.UTF8.GetBytes("{\"payloads\":[{\"name\":\"torn"));
 
         Assert.Equal(["fix"], LivePatcher.List(worker.Pid).Select(p => p.Name));
         patcher.Load(Plus200);
         var second = Header.Read(target, start);
-        Assert.Equal((TargetState.SlotB, first.Sequence + 1), (second.Offset, second.Sequence));
+        Assert.Equal((RecordStore.SlotB, first.Sequence + 1), (second.Offset, second.Sequence));
         Assert.Equal(["fix", "plus200"], LivePatcher.List(worker.Pid).Select(p => p.Name));
     }
 
     [Fact]
     public void A_json_that_does_not_match_its_checksum_is_refused_not_misread()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "1");
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
         patcher.Load(Fix);
         using var target = TargetProcess.Open(worker.Pid);
         var start = RecordStart(target);
@@ -71,8 +71,8 @@ public class TargetRecordTests
     [Fact]
     public void A_version_1_record_is_read_and_the_next_write_makes_it_version_2_keeping_its_payloads()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "1");
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
         patcher.Load(Fix);
         using var target = TargetProcess.Open(worker.Pid);
         var start = RecordStart(target);
@@ -90,7 +90,7 @@ public class TargetRecordTests
         patcher.Load(Plus200);
 
         var header = Header.Read(target, start);
-        Assert.Equal((2u, TargetState.SlotB, 8ul), (header.Version, header.Offset, header.Sequence));
+        Assert.Equal((2u, RecordStore.SlotB, 8ul), (header.Version, header.Offset, header.Sequence));
         patcher.ApplyLoaded("fix");
         Assert.Equal(["plus200:loaded", "fix:applied"], LivePatcher.List(worker.Pid).Select(p => $"{p.Name}:{p.State.ToString().ToLowerInvariant()}"));
         worker.AssertValueBecomes("compute", 102);
@@ -99,8 +99,8 @@ public class TargetRecordTests
     [Fact]
     public void A_record_created_by_a_run_that_died_before_writing_it_reads_as_empty()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "1");
-        using var patcher = LivePatcher.Attach(worker.Pid, ProcessTests.Generous);
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
         patcher.Load(Fix);
         using var target = TargetProcess.Open(worker.Pid);
         target.WriteMemory(RecordStart(target), new byte[48]);
@@ -110,7 +110,7 @@ public class TargetRecordTests
     }
 
     private static ulong RecordStart(TargetProcess target) =>
-        target.ReadMemoryMap().Regions.Single(r => r.Path.StartsWith("/memfd:" + TargetState.MappingName, StringComparison.Ordinal)).Start;
+        target.ReadMemoryMap().Regions.Single(r => r.Path.StartsWith("/memfd:" + RecordStore.MappingName, StringComparison.Ordinal)).Start;
 
     private readonly record struct Header(uint Version, uint Length, ulong Sequence, ulong Offset)
     {

@@ -1,5 +1,6 @@
 using LivePatch.Elf;
 using LivePatch.Sites;
+using LivePatch.Tests.Fixtures;
 
 namespace LivePatch.Tests.Sites;
 

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using LivePatch.Elf;
 using LivePatch.Sites;
+using LivePatch.Tests.Fixtures;
 
 namespace LivePatch.Tests.Sites;
 

@@ -12,7 +12,7 @@ public class PtraceSessionTests
     [Fact]
     public void Every_thread_stops_and_runs_again_after_resume_and_detach()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "16");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "16");
         using (var session = PtraceSession.Attach(worker.Pid))
         {
             var stopped = session.OnTracer(() => session.StopAll(Deadline()));
@@ -35,7 +35,7 @@ public class PtraceSessionTests
     [Fact]
     public void A_second_tracer_finds_the_process_busy_and_named()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "1");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
         using var first = PtraceSession.Attach(worker.Pid);
 
         var error = Assert.Throws<TargetException>(() => PtraceSession.Attach(worker.Pid));
@@ -47,7 +47,7 @@ public class PtraceSessionTests
     [Fact]
     public void A_remote_system_call_runs_in_the_target_and_leaves_its_registers_as_they_were()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
         using var session = PtraceSession.Attach(worker.Pid);
 
         var (pid, before, after) = session.OnTracer(() =>
@@ -68,7 +68,7 @@ public class PtraceSessionTests
     [Fact]
     public void Memory_is_mapped_within_reach_of_a_module_and_never_over_an_existing_mapping()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", TargetProcessTests.WorkerFlags, "2");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
         using var target = TargetProcess.Open(worker.Pid);
         var module = target.MainModule;
         using var session = PtraceSession.Attach(worker.Pid);
@@ -126,7 +126,7 @@ public class PtraceSessionTests
     [Fact]
     public void A_target_that_is_our_own_child_is_refused_with_the_reason()
     {
-        var executable = RunningTarget.Build("targets/worker.c", TargetProcessTests.WorkerFlags);
+        var executable = RunningTarget.Build("targets/worker.c", TestTargets.WorkerFlags);
         using var worker = RunningTarget.StartExecutable(executable, asChild: true, "2");
 
         var error = Assert.Throws<TargetException>(() => PtraceSession.Attach(worker.Pid));

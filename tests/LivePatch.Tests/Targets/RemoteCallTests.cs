@@ -17,8 +17,6 @@ public partial class RemoteCallTests
 {
     private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(2);
 
-    internal static RunningTarget StartCalls(string mode) =>
-        RunningTarget.Start("targets/calls.c", $"-O2 -g -pthread {Gcc.FixturePath("targets/redzone.S")}", mode);
 
     private static long Deadline() => Stopwatch.GetTimestamp() + Stopwatch.Frequency * 2;
 
@@ -40,7 +38,7 @@ public partial class RemoteCallTests
     [Fact]
     public void A_call_gets_six_arguments_an_aligned_frame_and_leaves_registers_vectors_and_red_zone_as_they_were()
     {
-        using var target = StartCalls("sleep");
+        using var target = TestTargets.StartCalls("sleep");
         var tid = int.Parse(RedzoneTid().Match(target.Ready).Groups[1].Value, CultureInfo.InvariantCulture);
         target.WaitForLine(l => Regex.IsMatch(l, @"redzone_rounds=[1-9]"), TimeSpan.FromSeconds(10));
         using var session = PtraceSession.Attach(target.Pid);
@@ -79,7 +77,7 @@ public partial class RemoteCallTests
     [InlineData("sleep")]
     public void A_thread_parked_in_a_system_call_makes_calls_and_its_system_call_goes_on_as_before(string mode)
     {
-        using var target = StartCalls(mode);
+        using var target = TestTargets.StartCalls(mode);
         var maps = File.ReadAllLines($"/proc/{target.Pid}/maps");
         using var session = PtraceSession.Attach(target.Pid);
         var setHooked = target.ReadyAddress("set_hooked");
@@ -104,7 +102,7 @@ public partial class RemoteCallTests
     [Fact]
     public void Signals_sent_to_the_thread_during_the_call_are_delivered_after_it_once_each()
     {
-        using var target = StartCalls("read");
+        using var target = TestTargets.StartCalls("read");
         using var session = PtraceSession.Attach(target.Pid);
 
         var result = CallOnMainThread(session, target.ReadyAddress("signal_self"), CallTimeout);
@@ -121,7 +119,7 @@ public partial class RemoteCallTests
     [InlineData("sleep")]
     public void A_call_that_never_returns_is_abandoned_at_the_timeout_and_the_thread_goes_on(string mode)
     {
-        using var target = StartCalls(mode);
+        using var target = TestTargets.StartCalls(mode);
         using var session = PtraceSession.Attach(target.Pid);
 
         var result = CallOnMainThread(session, target.ReadyAddress("spin_forever"), TimeSpan.FromMilliseconds(200));
@@ -136,7 +134,7 @@ public partial class RemoteCallTests
     [Fact]
     public void A_call_that_faults_is_abandoned_without_delivering_the_fault_and_the_program_lives()
     {
-        using var target = StartCalls("read");
+        using var target = TestTargets.StartCalls("read");
         using var session = PtraceSession.Attach(target.Pid);
 
         var result = CallOnMainThread(session, target.ReadyAddress("crash"), CallTimeout);

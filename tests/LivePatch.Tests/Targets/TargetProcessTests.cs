@@ -7,12 +7,11 @@ namespace LivePatch.Tests.Targets;
 [Collection(ProcessTests.Name)]
 public class TargetProcessTests
 {
-    internal const string WorkerFlags = "-O2 -g -pthread -fcf-protection=full";
 
     [Fact]
     public void Symbols_resolve_to_the_addresses_the_process_itself_sees()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", WorkerFlags, "2");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
         using var target = TargetProcess.Open(worker.Pid);
 
         Assert.Equal(worker.ReadyAddress("compute"), target.ResolveSymbol("compute").Address);
@@ -28,7 +27,7 @@ public class TargetProcessTests
     [Fact]
     public void Module_names_qualify_a_symbol()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", WorkerFlags, "1");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
         using var target = TargetProcess.Open(worker.Pid);
         var exe = target.MainModule.Name;
 
@@ -41,7 +40,7 @@ public class TargetProcessTests
     [Fact]
     public void An_unknown_symbol_is_named_in_the_error()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", WorkerFlags, "1");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
         using var target = TargetProcess.Open(worker.Pid);
 
         var error = Assert.Throws<SymbolResolutionException>(() => target.ResolveSymbol("no_such_function"));
@@ -53,7 +52,7 @@ public class TargetProcessTests
     [Fact]
     public void Default_symbol_versions_win_over_old_ones()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", WorkerFlags, "1");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
         using var target = TargetProcess.Open(worker.Pid);
 
         // glibc exports memcpy@GLIBC_2.2.5 and memcpy@@GLIBC_2.14 at different addresses.
@@ -65,7 +64,7 @@ public class TargetProcessTests
     [Fact]
     public void A_binary_replaced_on_disk_still_resolves_to_the_code_that_runs()
     {
-        var built = RunningTarget.Build("targets/worker.c", WorkerFlags);
+        var built = RunningTarget.Build("targets/worker.c", TestTargets.WorkerFlags);
         var copy = Path.Combine(ExternalTool.ScratchDirectory("replaced"), "worker");
         File.Copy(built, copy);
         using var worker = RunningTarget.StartExecutable(copy, "1");
@@ -90,7 +89,7 @@ public class TargetProcessTests
     [Fact]
     public void Threads_are_listed_from_proc()
     {
-        using var worker = RunningTarget.Start("targets/worker.c", WorkerFlags, "4");
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "4");
         using var target = TargetProcess.Open(worker.Pid);
 
         var threads = target.ThreadIds();

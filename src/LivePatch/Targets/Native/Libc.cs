@@ -60,8 +60,6 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
     public static partial long Syscall3(long number, long a, long b, long c);
 
-    public const long SysTgkill = 234;
-    public const long SysKcmp = 312;
     public const int KcmpVm = 1;
 
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]

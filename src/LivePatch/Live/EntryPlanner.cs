@@ -1,0 +1,138 @@
+using LivePatch.Payloads;
+using LivePatch.Targets;
+using LivePatch.X86;
+
+namespace LivePatch.Live;
+
+/// <summary>
+/// One old function as planned before anything is written: where its jump goes, the bytes there now, the whole
+/// instructions the jump displaces, and the payload it stacks on (null when its entry holds its file's code).
+/// </summary>
+internal sealed record PlannedEntry(PayloadFunction Function, TargetSymbol Symbol, ulong PatchAddress, byte[] Original, byte[] Displaced, string? StackedOn)
+{
+    /// <summary><c>module!name</c>, for messages and the record.</summary>
+    public string Name => $"{Symbol.Module.Name}!{Symbol.Name}";
+}
+
+/// <summary>
+/// Plans the entries of a payload's old functions: finds each, checks that a 5-byte jump fits and that it is not
+/// denied, and that its entry holds what its file has (or the jump of the payload on top, which the new one then
+/// stacks on); checks the build-ids the payload asks for; resolves the symbols the payload uses.
+/// </summary>
+internal sealed class EntryPlanner(LiveSession session)
+{
+    /// <summary>The jump written at each old function's entry.</summary>
+    public const int JumpLength = Branch.Rel32Length;
+
+    private int Pid => session.Pid;
+
+    /// <summary>
+    /// Plans <paramref name="function"/>. With <paramref name="fromOriginal"/> (replace) the entry is planned from the
+    /// file's bytes, as every payload is reverted in the same stop.
+    /// </summary>
+    /// <exception cref="PatchRefusedException">Not a function, denied, too short, or its entry was changed by another tool.</exception>
+    public PlannedEntry Plan(PayloadFunction function, IReadOnlyList<AppliedPayloadInfo> record, bool fromOriginal)
+    {
+        var spec = function.OldModule is null ? function.OldName : $"{function.OldModule}!{function.OldName}";
+        var symbol = session.Target.ResolveSymbol(spec);
+        if (!symbol.IsFunction)
+            throw new PatchRefusedException(LivePatchRefusal.NotAFunction, $"'{spec}' in process {Pid} is not a function ({symbol})");
+        RefuseDenied(symbol);
+        var code = ReadAvailable(symbol.Address, 64);
+        var file = symbol.Module.Elf.ReadLoaded(symbol.Address - symbol.Module.LoadBias, code.Length).ToArray();
+        if (file.Length == 0)
+            throw new PatchRefusedException(LivePatchRefusal.NotAFunction, $"0x{symbol.Address:x} in process {Pid} is not in the file data of {symbol.Module.Name}");
+        var limit = Math.Min(file.Length, symbol.Size == 0 ? code.Length : (int)Math.Min((ulong)code.Length, symbol.Size));
+        var offset = InstructionBoundaries.PatchableEntryOffset(file);
+        if (symbol.Size != 0 && (ulong)(offset + JumpLength) > symbol.Size)
+            throw TooShort(symbol, $"it is {symbol.Size} bytes long");
+        CoveredInstructions covered;
+        try
+        {
+            covered = InstructionBoundaries.Cover(file.AsSpan(offset, limit - offset), symbol.Address + (ulong)offset, JumpLength);
+        }
+        catch (InvalidInstructionException error)
+        {
+            throw TooShort(symbol, error.Message);
+        }
+        if (covered.FlowEndOffset is { } end)
+            throw TooShort(symbol, $"its code ends after {offset + end} bytes");
+        var patchAddress = symbol.Address + (ulong)offset;
+        var entry = code.AsSpan(offset, covered.Length);
+        var top = record.LastOrDefault(p => p.State == PayloadState.Applied && p.Functions.Any(f => f.PatchAddress == patchAddress));
+        var topJump = top?.Functions.First(f => f.PatchAddress == patchAddress).PatchBytes;
+        var stacked = topJump is not null && entry[..JumpLength].SequenceEqual(topJump);
+        var original = file.AsSpan(offset, covered.Length);
+        if (!stacked && !entry.SequenceEqual(original))
+            throw new PatchRefusedException(LivePatchRefusal.CodeChanged,
+                $"{symbol.Module.Name}!{symbol.Name} in process {Pid} holds {Convert.ToHexStringLower(entry)} at its entry 0x{patchAddress:x}, not the {Convert.ToHexStringLower(original)} of its file{(top is null ? "" : $" nor the jump of payload '{top.Name}'")}: another tool changed it; refusing to patch over it");
+        if (fromOriginal || !stacked)
+            return new PlannedEntry(function, symbol, patchAddress, original[..JumpLength].ToArray(), original.ToArray(), null);
+        // On top of another payload: the jump is what the new one replaces (and what its original calls).
+        return new PlannedEntry(function, symbol, patchAddress, entry[..JumpLength].ToArray(), entry[..JumpLength].ToArray(), top!.Name);
+    }
+
+    /// <summary>The build-ids <paramref name="payload"/> asks for against the process's modules (with --force, a mismatch is recorded, not refused).</summary>
+    /// <exception cref="PatchRefusedException">A module's build-id differs and the action is not forced.</exception>
+    public List<BuildIdCheck> CheckBuildIds(Payload payload)
+    {
+        var checks = new List<BuildIdCheck>();
+        foreach (var wanted in payload.TargetBuildIds)
+        {
+            var modules = session.Target.ModulesNamed(wanted.Module);
+            var actual = modules[0].BuildId?.ToLowerInvariant() ?? "none";
+            if (actual != wanted.BuildId && !session.Options.Force)
+                throw new PatchRefusedException(LivePatchRefusal.BuildIdMismatch,
+                    $"payload '{payload.Name}' was built for {wanted.Module} with build-id {wanted.BuildId}; process {Pid} runs {modules[0].Path} with build-id {actual} (--force applies it anyway)");
+            checks.Add(new BuildIdCheck(wanted.Module, wanted.BuildId, actual, actual != wanted.BuildId));
+        }
+        return checks;
+    }
+
+    /// <summary>
+    /// Resolves a payload's undefined symbol: first in the modules whose functions it replaces (static symbols
+    /// included, as the replaced code saw them), then among global symbols, the main program's first.
+    /// </summary>
+    /// <exception cref="SymbolResolutionException">The name is ambiguous.</exception>
+    public ulong? ResolveForPayload(string name, IReadOnlyList<PlannedEntry> entries)
+    {
+        var patched = entries.Select(e => e.Symbol.Module).Distinct().ToList();
+        var local = TargetProcess.Candidates(patched, name);
+        if (local.Count == 1)
+            return local[0].Address;
+        if (local.Count > 1)
+            throw new SymbolResolutionException(name, local,
+                $"symbol '{name}' used by the payload is ambiguous in process {Pid}: {string.Join(", ", local)}");
+        var global = TargetProcess.Candidates(session.Target.Modules, name).Where(s => s.Binding != Elf.ElfSymbolBinding.Local).ToList();
+        if (global.Count == 1)
+            return global[0].Address;
+        if (global.FirstOrDefault(s => s.Module.IsMainExecutable) is { } fromMain)
+            return fromMain.Address;
+        if (global.Count > 1)
+            throw new SymbolResolutionException(name, global,
+                $"symbol '{name}' used by the payload is defined by several libraries in process {Pid}: {string.Join(", ", global)}");
+        return null;
+    }
+
+    /// <summary>Functions livepatch itself makes the target run (its system calls), and the user's deny list.</summary>
+    private void RefuseDenied(TargetSymbol symbol)
+    {
+        var name = $"{symbol.Module.Name}!{symbol.Name}";
+        if (session.Options.Deny.Any(d => d == symbol.Name || d == name))
+            throw new PatchRefusedException(LivePatchRefusal.Denied, $"{name} in process {Pid} is on the deny list; refusing to patch it");
+        var syscall = session.Process.SyscallInstruction;
+        if (syscall >= symbol.Address && syscall < symbol.Address + Math.Max(symbol.Size, 1))
+            throw new PatchRefusedException(LivePatchRefusal.Denied,
+                $"{name} in process {Pid} holds the system call instruction livepatch makes the target execute (0x{syscall:x}); refusing to patch it");
+    }
+
+    private PatchRefusedException TooShort(TargetSymbol symbol, string why) =>
+        new(LivePatchRefusal.FunctionTooShort, $"function {symbol.Module.Name}!{symbol.Name} in process {Pid} is too short for a {JumpLength}-byte jump: {why}");
+
+    // The function may sit at the very end of its mapping: read what is mapped, up to count bytes.
+    private byte[] ReadAvailable(ulong address, int count)
+    {
+        var region = session.Target.ReadMemoryMap().Find(address);
+        return session.Target.ReadMemory(address, region is { } mapped ? (int)Math.Min((ulong)count, mapped.End - address) : count);
+    }
+}

@@ -1,0 +1,69 @@
+using LivePatch.Payloads;
+using LivePatch.Targets;
+
+namespace LivePatch.Live;
+
+/// <summary>A payload's hook as recorded in the target, so that any later livepatch run can call it.</summary>
+/// <param name="Kind">When it runs.</param>
+/// <param name="Symbol">The hook's name in the payload.</param>
+/// <param name="Address">Where it was linked in the target.</param>
+public sealed record AppliedHookInfo(PayloadHookKind Kind, string Symbol, ulong Address);
+
+/// <summary>Runs a payload's hooks in the target, outside the stop: pre-apply and pre-revert may veto, post hooks report.</summary>
+internal sealed class HookRunner(LiveSession session)
+{
+    /// <summary>The payload's hooks at the addresses they were linked at, for the record.</summary>
+    public static List<AppliedHookInfo> Linked(Payload payload, LinkedPayload linked) =>
+        [.. payload.Hooks.OrderBy(h => h.Kind).Select(h => new AppliedHookInfo(h.Kind, h.Name, linked.AddressOf(h.Symbol)))];
+
+    /// <summary>Before one stop that reverts every payload in <paramref name="reverted"/> and applies <paramref name="applied"/>: their pre-revert hooks (newest first), then its pre-apply hook.</summary>
+    public void BeforeReplace(IEnumerable<AppliedPayloadInfo> reverted, AppliedPayloadInfo applied)
+    {
+        foreach (var payload in reverted.Reverse())
+            Run(payload, PayloadHookKind.PreRevert);
+        Run(applied, PayloadHookKind.PreApply);
+    }
+
+    /// <summary>After a replace is recorded: the post-revert hooks of the payloads it reverted (newest first), then the new one's post-apply hook.</summary>
+    public void AfterReplace(IEnumerable<AppliedPayloadInfo> reverted, AppliedPayloadInfo applied)
+    {
+        foreach (var payload in reverted.Reverse())
+            Run(payload, PayloadHookKind.PostRevert);
+        Run(applied, PayloadHookKind.PostApply);
+    }
+
+    /// <summary>
+    /// Runs the payload's hook of <paramref name="kind"/>, if it has one, in the target: its main thread (or another when
+    /// the main one is gone) is stopped alone and made to call the hook, the other threads running on, then put back
+    /// exactly as it was (<see cref="PtraceSession.CallFunction"/>). A pre-apply or pre-revert hook that returns
+    /// non-zero vetoes the action; a hook that faults or outlives <see cref="LivePatchOptions.HookTimeout"/> is abandoned.
+    /// </summary>
+    /// <exception cref="PatchRefusedException">Vetoed (<see cref="LivePatchRefusal.VetoedByHook"/>) or the hook faulted (<see cref="LivePatchRefusal.HookFailed"/>).</exception>
+    /// <exception cref="TargetException">The hook did not return before the timeout (<see cref="TargetError.Timeout"/>), or the process went away.</exception>
+    public void Run(AppliedPayloadInfo payload, PayloadHookKind kind)
+    {
+        if (payload.Hooks.FirstOrDefault(h => h.Kind == kind) is not { } hook)
+            return;
+        var timeout = session.Options.HookTimeout;
+        var result = session.Process.CallFunction(hook.Address, timeout);
+        var which = $"payload '{payload.Name}': its {PayloadHook.Describe(kind)} hook {hook.Symbol} (process {session.Pid}, thread {result.Tid})";
+        var outcome = kind switch
+        {
+            PayloadHookKind.PreApply => "apply refused, nothing was redirected",
+            PayloadHookKind.PostApply => "the payload is applied",
+            PayloadHookKind.PreRevert => "revert refused, the payload stays applied",
+            _ => "the payload is reverted",
+        };
+        switch (result.End)
+        {
+            case RemoteCallEnd.TimedOut:
+                throw new TargetException(TargetError.Timeout, session.Pid,
+                    $"{which} did not return within {timeout.TotalMilliseconds:0.###} ms: it was abandoned and the thread put back where it was (the hook may have done part of its work); {outcome}");
+            case RemoteCallEnd.Faulted:
+                throw new PatchRefusedException(LivePatchRefusal.HookFailed,
+                    $"{which} crashed with {result.SignalName} at 0x{result.FaultInstruction:x} (address 0x{result.FaultAddress:x}): the signal was not delivered and the thread was put back where it was; {outcome}");
+            case RemoteCallEnd.Returned when kind is PayloadHookKind.PreApply or PayloadHookKind.PreRevert && (int)(uint)result.ReturnValue is var code and not 0:
+                throw new PatchRefusedException(LivePatchRefusal.VetoedByHook, $"{which} returned {code}: {outcome}");
+        }
+    }
+}
