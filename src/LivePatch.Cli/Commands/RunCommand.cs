@@ -19,14 +19,14 @@ internal static class RunCommand
         };
         var payloads = new Option<FileInfo[]>("--payload") { Description = "A payload object to apply before the program runs; repeat for several, applied in order.", AllowMultipleArgumentsPerToken = false };
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Print nothing but errors." };
-        var command = new Command("run", $"""
+        var command = new Command("run", """
             Start a program, stop it at its entry point once the dynamic loader has mapped its libraries, apply sites and payloads, then let it run.
             livepatch exits with the program's status once it ends (its exit code, or 128 + the signal that killed it); before the program runs, with its own codes, and the program is ended without having run.
-            {ExitCodes.Help}
             """)
         {
             program, alternatives, payloads, quiet,
         };
+        var shared = SiteCommandOptions.ForRunCommand();
         command.SetAction(parse =>
         {
             var words = parse.GetValue(program)!;
@@ -35,7 +35,7 @@ internal static class RunCommand
             LaunchedProgram launched;
             try
             {
-                launched = LivePatcher.Launch(words[0], words[1..], new LivePatchOptions { Timeout = TimeSpan.FromSeconds(1), Cancellation = interruption.Token });
+                launched = LivePatcher.Launch(words[0], words[1..], shared.ToLivePatchOptions(parse, interruption.Token));
             }
             catch (Exception error)
             {
