@@ -1,6 +1,6 @@
 namespace LivePatch.Cli;
 
-/// <summary>The exit codes every livepatch command uses; docs/cli.md lists them.</summary>
+/// <summary>The exit codes every livepatch command uses; <c>livepatch --help</c> and docs/cli.md list them.</summary>
 internal static class ExitCodes
 {
     /// <summary>The command did what was asked.</summary>
@@ -27,6 +27,16 @@ internal static class ExitCodes
     /// <summary>A bug in livepatch; the target was still left running and detached.</summary>
     public const int Internal = 70;
 
-    /// <summary>The help text that lists the codes.</summary>
-    public const string Help = "Exit codes: 0 success, 1 usage, 2 target (no such process, no permission, exited), 3 payload (invalid object, unknown or ambiguous symbol, link error), 4 refused (already applied, not applied, not on top, too short, busy, code changed, build-id, dependency, vetoed by a hook, interrupted action: recover first), 5 timeout, 130 interrupted, 70 internal error.";
+    /// <summary>Every code with its meaning in a few words, in the order <c>livepatch --help</c> lists them.</summary>
+    public static readonly IReadOnlyList<(int Code, string Meaning)> Meanings =
+    [
+        (Success, "success"),
+        (Usage, "usage: unknown command or option, missing argument"),
+        (Target, "target: no such process, no permission, it exited, a system call in it failed"),
+        (Payload, "payload: invalid object or site table, unknown or ambiguous symbol, link error"),
+        (Refused, "refused: already applied, not applied, not on top, too short, busy, code changed, build-id, dependency, denied, vetoed by a hook, an interrupted action (livepatch recover first)"),
+        (Timeout, "timeout: threads did not stop, or stayed in the code being changed, until --timeout; or a hook did not return"),
+        (Internal, "internal error: a bug in livepatch; the target was left running and detached"),
+        (Interrupted, "interrupted by Ctrl-C or SIGTERM: the action was completed or rolled back first"),
+    ];
 }

@@ -1,10 +1,8 @@
 using System.CommandLine;
+using LivePatch.Cli;
 using LivePatch.Cli.Commands;
 
-var root = new RootCommand("""
-    livepatch: patch the machine code of running x86-64 Linux processes.
-    Each command's help lists its exit codes; docs/cli.md explains them.
-    """)
+var root = new RootCommand("livepatch: patch the machine code of running x86-64 Linux processes.")
 {
     LiveCommands.Load(),
     LiveCommands.Apply(),
@@ -17,10 +15,11 @@ var root = new RootCommand("""
     DemoCommand.Create(),
     SitesCommand.Create(),
     RunCommand.Create(),
-    LiveCommands.Key(),
-    LiveCommands.CallSites(),
+    KeyCommand.Create(),
+    CallSitesCommand.Create(),
     CpuCommand.Create(),
 };
+HelpWithExitCodes.Install(root);
 // Piped or redirected, Spectre.Console assumes 80 columns and folds every table cell (a log or a pager has room),
 // and with TERM set it would still write colour escapes into the file.
 if (Console.IsOutputRedirected)

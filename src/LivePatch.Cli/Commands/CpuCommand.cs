@@ -11,10 +11,7 @@ internal static class CpuCommand
     public static Command Create()
     {
         var json = new Option<bool>("--json") { Description = "Print the features as a JSON object instead of a table." };
-        var command = new Command("cpu", """
-            Show the CPU features that alternatives are chosen by, read with CPUID.
-            Exit codes: 0 success, 1 usage error.
-            """)
+        var command = new Command("cpu", "Show the CPU features that alternatives are chosen by, read with CPUID.")
         {
             json,
         };

@@ -14,7 +14,7 @@ internal static class DemoCommand
     public static Command Create()
     {
         var threads = new Option<int>("--threads") { Description = "Worker threads in the demo target.", DefaultValueFactory = _ => 4 };
-        var command = new Command("demo", $"Build the example target and payload (gcc), live-patch the running target, revert, and show what changed.\n{ExitCodes.Help}")
+        var command = new Command("demo", "Build the example target and payload (gcc), live-patch the running target, revert, and show what changed.")
         {
             threads,
         };

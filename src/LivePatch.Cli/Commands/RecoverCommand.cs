@@ -9,12 +9,6 @@ internal static class RecoverCommand
 {
     public static Command Create()
     {
-        var pid = new Argument<int>("pid") { Description = "The target process id." };
-        var timeout = new Option<int>("--timeout")
-        {
-            Description = "Milliseconds to wait for every thread to stop and out of the sites being rewritten (default 30, as Xen).",
-            DefaultValueFactory = _ => 30,
-        };
         var abandon = new Option<bool>("--abandon")
         {
             Description = "Forget the action without writing any code (the record as before; a payload loaded for it kept as reverted): "
@@ -22,25 +16,21 @@ internal static class RecoverCommand
         };
         var command = new Command("recover", "Finish an action a livepatch run left unfinished (it was killed or crashed): when every site already holds "
             + "its new bytes the action is completed, otherwise it is rolled back, the new sites written back to old in one stop; "
-            + $"the record then says so. Does nothing when no action is pending.\n{ExitCodes.Help}")
+            + "the record then says so. Does nothing when no action is pending.")
         {
-            pid, timeout, abandon,
+            abandon,
         };
+        var shared = PayloadCommandOptions.AddTo(command, timeout: true, timeoutWaitsOutOf: "the sites being rewritten");
         command.SetAction(parse => LiveCommands.Run(cancellation =>
         {
-            var options = new LivePatchOptions
-            {
-                Timeout = TimeSpan.FromMilliseconds(Math.Max(1, parse.GetValue(timeout))),
-                Cancellation = cancellation,
-                Checkpoint = KillAtStep.FromEnvironment(),
-            };
+            var pid = shared.Pid(parse);
             // Nothing pending: no need to seize the process (a run that starts an action meanwhile finishes it itself).
-            if (LivePatcher.Interrupted(parse.GetValue(pid)) is null)
+            if (LivePatcher.Interrupted(pid) is null)
             {
-                Console.WriteLine(Describe(parse.GetValue(pid), new RecoverReport(null, null, [], 0, [], null, 0, TimeSpan.Zero)));
+                Console.WriteLine(Describe(pid, new RecoverReport(null, null, [], 0, [], null, 0, TimeSpan.Zero)));
                 return;
             }
-            using var patcher = LivePatcher.Attach(parse.GetValue(pid), options);
+            using var patcher = LivePatcher.Attach(pid, shared.ToLivePatchOptions(parse, cancellation));
             Console.WriteLine(Describe(patcher.Pid, parse.GetValue(abandon) ? patcher.AbandonInterrupted() : patcher.Recover()));
         }));
         return command;

@@ -21,14 +21,14 @@ internal static class RunCommand
         };
         var payloads = new Option<FileInfo[]>("--payload") { Description = "A payload object to apply before the program runs; repeat for several, applied in order.", AllowMultipleArgumentsPerToken = false };
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Print nothing but errors." };
-        var command = new Command("run", $"""
+        var command = new Command("run", """
             Start a program, stop it at its entry point once the dynamic loader has mapped its libraries, apply sites and payloads, then let it run.
             livepatch exits with the program's status once it ends (its exit code, or 128 + the signal that killed it); before the program runs, with its own codes, and the program is ended without having run.
-            {ExitCodes.Help}
             """)
         {
             program, alternatives, payloads, quiet,
         };
+        var shared = SiteCommandOptions.ForRunCommand();
         command.SetAction(parse =>
         {
             var words = parse.GetValue(program)!;
@@ -45,12 +45,12 @@ internal static class RunCommand
             }
             using (launched)
             {
-                var sites = new SitePatcher(launched.Process, new SitePatcherOptions { Timeout = TimeSpan.FromSeconds(1), Cancellation = interruption.Token });
+                var sites = new SitePatcher(launched.Process, shared.ToSitePatcherOptions(parse, pid: null, interruption.Token));
                 try
                 {
                     if (parse.GetValue(alternatives))
                         ApplySites(sites, say);
-                    var patcher = new LivePatcher(launched.Process, new LivePatchOptions { Timeout = TimeSpan.FromSeconds(1), Cancellation = interruption.Token });
+                    var patcher = new LivePatcher(launched.Process, shared.ToLivePatchOptions(parse, interruption.Token));
                     foreach (var payload in parse.GetValue(payloads) ?? [])
                     {
                         var report = patcher.Apply(payload.FullName);

@@ -5,9 +5,9 @@ namespace LivePatch.Cli.Commands;
 internal static partial class SitesCommand
 {
     // livepatch sites PID --up | --smp
-    private static void SwitchLockPrefixes(int pid, bool up, int timeoutMilliseconds, CancellationToken cancellation)
+    private static void SwitchLockPrefixes(int pid, bool up, SitePatcherOptions options)
     {
-        using var patcher = SitePatcher.Attach(pid, LiveCommands.SiteOptions(pid, timeoutMilliseconds, cancellation));
+        using var patcher = SitePatcher.Attach(pid, options);
         if (!up)
         {
             var restored = patcher.RestoreLockPrefixes();
@@ -26,6 +26,6 @@ internal static partial class SitesCommand
         if (!dropped.Watching)
             return;
         Console.WriteLine($"watching process {pid}: its next thread gets them back before it runs (Ctrl-C puts them back and exits)");
-        Console.WriteLine(patcher.WatchLockPrefixes(cancellation).Reason);
+        Console.WriteLine(patcher.WatchLockPrefixes(options.Cancellation).Reason);
     }
 }

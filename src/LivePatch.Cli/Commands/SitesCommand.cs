@@ -23,11 +23,11 @@ internal static partial class SitesCommand
             Description = "For a PID: drop every lock prefix (uniprocessor code) when only one thread can run: one CPU online, every thread bound to one CPU, or a single thread — then livepatch stays attached and puts them back before the process's next thread runs (Ctrl-C puts them back and exits).",
         };
         var smp = new Option<bool>("--smp") { Description = "For a PID: put every dropped lock prefix back." };
-        var timeout = new Option<int>("--timeout") { Description = "With --up or --smp: milliseconds to wait for every thread to stop (default 30).", DefaultValueFactory = _ => 30 };
-        var command = new Command("sites", $"List the build-time sites of a module or of every module of a running process (alternatives, lock prefixes, static keys, call sites): the original and replacement instructions, which one this CPU (or the default call-site backend) gets and why, and in a process their current state.\n{ExitCodes.Help}")
+        var command = new Command("sites", "List the build-time sites of a module or of every module of a running process (alternatives, lock prefixes, static keys, call sites): the original and replacement instructions, which one this CPU (or the default call-site backend) gets and why, and in a process their current state.")
         {
-            file, json, up, smp, timeout,
+            file, json, up, smp,
         };
+        var shared = SiteCommandOptions.AddToSitesCommand(command);
         command.Validators.Add(result =>
         {
             if (result.GetValue(up) && result.GetValue(smp))
@@ -40,7 +40,8 @@ internal static partial class SitesCommand
             var argument = parse.GetValue(file)!;
             if (parse.GetValue(up) || parse.GetValue(smp))
             {
-                SwitchLockPrefixes(int.Parse(argument, CultureInfo.InvariantCulture), parse.GetValue(up), parse.GetValue(timeout), cancellation);
+                var target = int.Parse(argument, CultureInfo.InvariantCulture);
+                SwitchLockPrefixes(target, parse.GetValue(up), shared.ToSitePatcherOptions(parse, target, cancellation));
                 return;
             }
             var cpu = CpuFeatures.Detect();
