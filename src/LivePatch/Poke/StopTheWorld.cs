@@ -56,7 +56,19 @@ internal static class StopTheWorld
                 int held;
                 try
                 {
-                    var tids = session.StopAll(deadline);
+                    IReadOnlyList<int> tids;
+                    try
+                    {
+                        tids = session.StopAll(deadline);
+                    }
+                    catch (TargetException slow) when (slow.Error == TargetError.Timeout && attempts > 1)
+                    {
+                        // An earlier stop found what stands in the way: name it first, the slow stop second.
+                        var prefix = $"process {session.Pid}: ";
+                        var detail = slow.Message.StartsWith(prefix, StringComparison.Ordinal) ? slow.Message[prefix.Length..] : slow.Message;
+                        throw new TargetException(TargetError.Timeout, session.Pid,
+                            $"process {session.Pid}: {describeObstacle()} after {attempts} attempts in {timeout.TotalMilliseconds:0.#} ms (threads were also slow to stop: {detail}); nothing was changed", slow);
+                    }
                     held = tids.Count;
                     var threads = new StoppedThread[tids.Count];
                     for (var i = 0; i < tids.Count; i++)
