@@ -50,7 +50,19 @@ internal static class StopTheWorld
                 int held;
                 try
                 {
-                    var threads = target.StopAll(deadline);
+                    IReadOnlyList<StoppedThread> threads;
+                    try
+                    {
+                        threads = target.StopAll(deadline);
+                    }
+                    catch (TargetException slow) when (slow.Error == TargetError.Timeout && attempts > 1)
+                    {
+                        // An earlier stop found what stands in the way: name it first, the slow stop second.
+                        var prefix = $"process {target.Pid}: ";
+                        var detail = slow.Message.StartsWith(prefix, StringComparison.Ordinal) ? slow.Message[prefix.Length..] : slow.Message;
+                        throw new TargetException(TargetError.Timeout, target.Pid,
+                            $"process {target.Pid}: {describeObstacle()} after {attempts} attempts in {timeout.TotalMilliseconds:0.#} ms (threads were also slow to stop: {detail}); nothing was changed", slow);
+                    }
                     held = threads.Count;
                     outcome = action(threads);
                 }

@@ -316,11 +316,14 @@ internal sealed partial class PtraceSession : IDisposable
             var pending = only is null ? _threads.Values.Where(t => !t.Stopped).ToList() : only.Stopped ? [] : [only];
             if (pending.Count == 0)
                 return;
+            // The clock is read before the look: a thread that stopped after the look but before the clock
+            // said "late" is collected, not reported as stuck (a loaded machine can pause us between the two).
+            var late = Stopwatch.GetTimestamp() > deadlineTimestamp;
             foreach (var thread in pending)
                 Poll(thread);
             if (pending.All(t => t.Stopped || !_threads.ContainsKey(t.Tid)))
                 return;
-            if (Stopwatch.GetTimestamp() > deadlineTimestamp)
+            if (late)
             {
                 var stuck = string.Join(", ", pending.Where(t => !t.Stopped && _threads.ContainsKey(t.Tid)).Select(t => $"{t.Tid} ({ProcStatus.State(Pid, t.Tid)})"));
                 Settle();

@@ -105,7 +105,7 @@ public class LivePatchRefusalTests
         var spinnerThread = Assert.Single(spinning.OtherThreads());
         var before = TargetSnapshot.Take(spinning.Pid, entry);
 
-        using var patcher = LivePatcher.Attach(spinning.Pid, new LivePatchOptions { Timeout = TimeSpan.FromMilliseconds(100) });
+        using var patcher = LivePatcher.Attach(spinning.Pid, Generous.Options);
         var error = Assert.Throws<TargetException>(() => patcher.Apply(Payload("spin")));
 
         Assert.Equal(TargetError.Timeout, error.Error);

@@ -85,7 +85,7 @@ public class LivePatcherPlacesTests
         var parker = Assert.Single(parking.OtherThreads());
         Assert.Equal(entry + 2, ParkedAt(parking.Pid, parker));
 
-        using var patcher = LivePatcher.Attach(parking.Pid, new LivePatchOptions { Timeout = TimeSpan.FromMilliseconds(200) });
+        using var patcher = LivePatcher.Attach(parking.Pid, Generous.Options);
         var applied = patcher.Apply(TestPayloads.Build("live/apply/park.c"));
 
         var trampolines = Assert.Single(Assert.Single(patcher.List()).Memory, m => m.Use == "trampolines");

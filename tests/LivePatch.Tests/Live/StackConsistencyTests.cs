@@ -12,7 +12,9 @@ namespace LivePatch.Tests.Live;
 [Collection(ProcessTests.Name)]
 public class StackConsistencyTests
 {
-    private static LivePatchOptions Stack(int milliseconds) => new() { Timeout = TimeSpan.FromMilliseconds(milliseconds), Consistency = ConsistencyModel.Stack };
+    // The refusals wait the generous timeout: with a short one a loaded machine can run out of time in the first stop,
+    // before anything saw the thread the test is about.
+    private static LivePatchOptions Stack(TimeSpan timeout) => new() { Timeout = timeout, Consistency = ConsistencyModel.Stack };
 
     [Fact]
     public async Task Apply_fails_while_a_thread_sleeps_inside_the_old_function_and_succeeds_once_it_leaves()
@@ -22,7 +24,7 @@ public class StackConsistencyTests
         sleeping.WaitUntilInside(1);
         var before = TargetSnapshot.Take(sleeping.Pid, sleeping.Process.ReadyAddress("sleep_inside"));
 
-        using (var patcher = LivePatcher.Attach(sleeping.Pid, Stack(200)))
+        using (var patcher = LivePatcher.Attach(sleeping.Pid, Stack(Generous.Options.Timeout)))
         {
             var error = Assert.Throws<TargetException>(() => patcher.Apply(payload));
 
@@ -34,7 +36,7 @@ public class StackConsistencyTests
         }
 
         // A longer timeout: apply retries while the thread is inside and goes through once the trigger lets it leave.
-        using var patient = LivePatcher.Attach(sleeping.Pid, Stack(20_000));
+        using var patient = LivePatcher.Attach(sleeping.Pid, Stack(TimeSpan.FromSeconds(20)));
         var applying = Task.Run(() => patient.Apply(payload));
         await Task.Delay(300);
         Assert.False(applying.IsCompleted, "apply waits while the thread is inside sleep_inside");
@@ -55,12 +57,12 @@ public class StackConsistencyTests
         var payload = TestPayloads.Build("live/apply/sleep.c");
         sleeping.WaitUntilInside(1);
 
-        using (var patcher = LivePatcher.Attach(sleeping.Pid, new LivePatchOptions { Timeout = TimeSpan.FromMilliseconds(200) }))
+        using (var patcher = LivePatcher.Attach(sleeping.Pid, Generous.Options))
             Assert.Equal(1, patcher.Apply(payload).Attempts);
         Assert.Equal(1, sleeping.LeaveInside(1)); // it was inside the old function, and stayed there until now
         sleeping.LeaveOutside(2); // now inside sleep_inside_fixed
 
-        using (var patcher = LivePatcher.Attach(sleeping.Pid, Stack(200)))
+        using (var patcher = LivePatcher.Attach(sleeping.Pid, Stack(Generous.Options.Timeout)))
         {
             var error = Assert.Throws<TargetException>(() => patcher.Revert("sleep"));
 
@@ -69,7 +71,7 @@ public class StackConsistencyTests
             Assert.Equal(PayloadState.Applied, Assert.Single(patcher.List()).State);
         }
 
-        using var patient = LivePatcher.Attach(sleeping.Pid, Stack(20_000));
+        using var patient = LivePatcher.Attach(sleeping.Pid, Stack(TimeSpan.FromSeconds(20)));
         var reverting = Task.Run(() => patient.Revert("sleep"));
         await Task.Delay(300);
         Assert.False(reverting.IsCompleted, "revert waits while the thread is inside sleep_inside_fixed");
