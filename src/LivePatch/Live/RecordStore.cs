@@ -109,8 +109,7 @@ internal static class RecordStore
         }
         try
         {
-            var parsed = JsonSerializer.Deserialize<Body>(body, Json) ?? throw new JsonException("the JSON is null");
-            return new(parsed.Payloads ?? [], parsed.Intent);
+            return Deserialize(body);
         }
         catch (JsonException error)
         {
@@ -147,7 +146,7 @@ internal static class RecordStore
     public static void Write(AttachedProcess process, TargetRecord record)
     {
         var target = process.Process;
-        var body = JsonSerializer.SerializeToUtf8Bytes(new Body(record.Payloads, record.Intent), Json);
+        var body = Serialize(record);
         if ((ulong)body.Length > SlotSize)
             throw new PatchRefusedException(LivePatchRefusal.StateUnreadable, $"process {target.Pid}: the livepatch record would exceed {SlotSize} bytes");
         var start = Find(target)?.Start ?? process.CreateSharedMemory(MappingName, Capacity);
@@ -182,6 +181,17 @@ internal static class RecordStore
         // The commit: /proc/PID/mem copies a write inside one page in one go, so a writer killed now leaves the old
         // header or the new one, never a mix.
         target.WriteMemory(start, header);
+    }
+
+    /// <summary>The JSON body of format version 2 for <paramref name="record"/>, as docs/record.md gives it.</summary>
+    internal static byte[] Serialize(TargetRecord record) => JsonSerializer.SerializeToUtf8Bytes(new Body(record.Payloads, record.Intent), Json);
+
+    /// <summary>A record from the JSON body of format version 2.</summary>
+    /// <exception cref="JsonException">It is not such a body.</exception>
+    internal static TargetRecord Deserialize(ReadOnlySpan<byte> json)
+    {
+        var parsed = JsonSerializer.Deserialize<Body>(json, Json) ?? throw new JsonException("the JSON is null");
+        return new(parsed.Payloads ?? [], parsed.Intent);
     }
 
     /// <summary>True when the target has a record (mapped), written or not.</summary>
