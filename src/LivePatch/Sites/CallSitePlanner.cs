@@ -21,8 +21,6 @@ internal sealed record CallSiteDecision(CallSite Site, ulong Address, byte[] Ori
 /// <summary>Where call sites are decided: the function a slot holds, what that function is, and the sites' bytes as built.</summary>
 internal abstract class CallSiteView(ElfFile file)
 {
-    private readonly List<ElfSegment> _code = [.. file.LoadSegments.Where(s => s.Flags.HasFlag(ElfSegmentPermissions.Execute))];
-
     /// <summary>The module's file.</summary>
     public ElfFile File => file;
 
@@ -39,17 +37,7 @@ internal abstract class CallSiteView(ElfFile file)
     public byte[] Original(CallSite site) => CodeAt(site.Address, site.Length)!;
 
     /// <summary><paramref name="length"/> bytes of the file's code at <paramref name="address"/> (link-time), as many as there are up to that, or null.</summary>
-    protected byte[]? CodeAt(ulong address, int length)
-    {
-        foreach (var segment in _code)
-        {
-            if (address < segment.VirtualAddress || address >= segment.VirtualAddress + segment.FileSize)
-                continue;
-            var available = (int)Math.Min((ulong)length, segment.VirtualAddress + segment.FileSize - address);
-            return file.GetSegmentData(segment).Slice((int)(address - segment.VirtualAddress), available).ToArray();
-        }
-        return null;
-    }
+    protected byte[]? CodeAt(ulong address, int length) => file.ReadLoaded(address, length, executableOnly: true) is { Length: > 0 } code ? code.ToArray() : null;
 
     /// <summary>True for <c>ret</c>, <c>rep ret</c> and <c>endbr64; ret</c>.</summary>
     protected static bool IsNoOp(byte[]? code)

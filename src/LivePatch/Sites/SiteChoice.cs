@@ -132,14 +132,8 @@ public static class SiteChooser
     /// <paramref name="exactly"/> false, as many of them as its segment holds (at least one).</summary>
     private static byte[] ReadCode(ElfFile file, ulong address, int length, bool exactly = true)
     {
-        foreach (var segment in file.LoadSegments)
-        {
-            if (address < segment.VirtualAddress || address >= segment.VirtualAddress + segment.FileSize)
-                continue;
-            var available = (int)Math.Min((ulong)length, segment.VirtualAddress + segment.FileSize - address);
-            if (available == length || !exactly)
-                return file.GetSegmentData(segment).Slice((int)(address - segment.VirtualAddress), available).ToArray();
-        }
-        throw new SiteTableException(SiteTables.AlternativesTable, null, $"0x{address:x}+{length} is not in the module's file data");
+        var bytes = file.ReadLoaded(address, length);
+        return bytes.Length == length || (!exactly && bytes.Length > 0) ? bytes.ToArray()
+            : throw new SiteTableException(SiteTables.AlternativesTable, null, $"0x{address:x}+{length} is not in the module's file data");
     }
 }

@@ -246,32 +246,12 @@ public sealed partial class SiteTables
     /// <summary>The executable, file-backed loadable segments of a linked module, addressed by virtual address.</summary>
     private sealed class ModuleImage(ElfFile file)
     {
-        private readonly ElfSegment[] _code = [.. file.LoadSegments.Where(s => s.Flags.HasFlag(ElfSegmentPermissions.Execute))];
+        public bool IsExecutable(ulong address, int length) => file.ReadLoaded(address, length, executableOnly: true).Length == length;
 
-        public bool IsExecutable(ulong address, int length) => Find(address, length) is not null;
+        public ReadOnlySpan<byte> Bytes(ulong address, int length) => IsExecutable(address, length)
+            ? file.ReadLoaded(address, length, executableOnly: true).Span
+            : throw new InvalidOperationException($"0x{address:x} is not in a code segment");
 
-        public ReadOnlySpan<byte> Bytes(ulong address, int length)
-        {
-            var segment = Find(address, length) ?? throw new InvalidOperationException($"0x{address:x} is not in a code segment");
-            return file.GetSegmentData(segment).Span.Slice((int)(address - segment.VirtualAddress), length);
-        }
-
-        public byte ByteAt(ulong address)
-        {
-            var segment = Find(address, 1) ?? throw new InvalidOperationException($"0x{address:x} is not in a code segment");
-            return file.GetSegmentData(segment).Span[(int)(address - segment.VirtualAddress)];
-        }
-
-        private ElfSegment? Find(ulong address, int length)
-        {
-            foreach (var segment in _code)
-            {
-                var start = segment.VirtualAddress;
-                if (address >= start && address - start <= segment.FileSize && (ulong)length <= segment.FileSize - (address - start))
-                    return segment;
-            }
-
-            return null;
-        }
+        public byte ByteAt(ulong address) => Bytes(address, 1)[0];
     }
 }
