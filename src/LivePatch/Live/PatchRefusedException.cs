@@ -13,12 +13,8 @@ public enum LivePatchRefusal
     FunctionTooShort,
     /// <summary>The old name is not a function.</summary>
     NotAFunction,
-    /// <summary>An applied payload already replaces that function.</summary>
-    AlreadyReplaced,
     /// <summary>The record kept in the target cannot be read.</summary>
     StateUnreadable,
-    /// <summary>The module has no static-key site of that name.</summary>
-    UnknownStaticKey,
     /// <summary>No loaded or reverted payload has that name.</summary>
     NotLoaded,
     /// <summary>A payload of that name is already loaded or was reverted: apply it by name, or unload it first.</summary>
@@ -41,10 +37,6 @@ public enum LivePatchRefusal
     HookFailed,
     /// <summary>The payload calls the original of a function whose displaced instructions cannot be moved to a trampoline.</summary>
     OriginalUnavailable,
-    /// <summary>Lock prefixes cannot be dropped: more than one thread may run at once (several threads on several CPUs).</summary>
-    ThreadsOnSeveralCpus,
-    /// <summary>A call site's ops slot changed between the backend's choice and the write (the program was setting its ops table).</summary>
-    CallSiteSlotChanged,
     /// <summary>An earlier action's livepatch run died before finishing it: run <c>livepatch recover</c> (<see cref="LivePatcher.Recover"/>) first.</summary>
     Interrupted,
 }
