@@ -55,7 +55,7 @@ internal sealed class LockPrefixWatch(AttachedProcess process, SitePatcherOption
             Timeout = options.Timeout,
             Cancellation = options.Cancellation,
             // Decided with every thread held: none can be created between the check and the write.
-            BeforeWrite = threads => decision = WhyOneThreadRuns(threads) ?? throw new SiteRefusedException(SiteRefusal.ThreadsOnSeveralCpus,
+            BeforeWrite = threads => decision = DecideInsideStop(threads) ?? throw new SiteRefusedException(SiteRefusal.ThreadsOnSeveralCpus,
                 $"process {Pid} has {threads.Count} threads that may run on several CPUs at once; its lock prefixes stay (bind it to one CPU with taskset to run it uniprocessor)"),
         });
         Dropped(decision!.Value);
@@ -128,7 +128,7 @@ internal sealed class LockPrefixWatch(AttachedProcess process, SitePatcherOption
     }
 
     /// <summary>Why only one thread of the held <paramref name="threads"/> can run at a time, or null. Inside a stop.</summary>
-    public UniprocessorReason? WhyOneThreadRuns(IReadOnlyList<StoppedThread> threads)
+    private UniprocessorReason? WhyOneThreadRuns(IReadOnlyList<StoppedThread> threads)
     {
         if (ProcStatus.OnlineCpus() == 1)
             return new("the machine has one CPU online", false);
@@ -136,12 +136,20 @@ internal sealed class LockPrefixWatch(AttachedProcess process, SitePatcherOption
         if (bound.Count == 1 && bound[0] is { } cpu && !cpu.Contains(',', StringComparison.Ordinal) && !cpu.Contains('-', StringComparison.Ordinal))
             return new($"every thread is bound to CPU {cpu}", false);
         if (threads.Count == 1)
-        {
-            // The kernel reports the next thread before it runs; set while the thread is held, so none escapes.
-            process.WatchTasks(true);
             return new("one thread; its next thread is caught before it runs", true);
-        }
         return null;
+    }
+
+    /// <summary>
+    /// Inside the stop that drops the prefixes: why one thread runs (null when several may), and for a single thread
+    /// the kernel told to report its next thread before it runs — set while the thread is held, so none escapes.
+    /// </summary>
+    public UniprocessorReason? DecideInsideStop(IReadOnlyList<StoppedThread> threads)
+    {
+        var reason = WhyOneThreadRuns(threads);
+        if (reason is { NeedsWatch: true })
+            process.WatchTasks(true);
+        return reason;
     }
 
     /// <summary>After the prefixes were dropped for <paramref name="reason"/>: a single thread is watched, and detaching puts them back.</summary>

@@ -105,10 +105,10 @@ public sealed class SitePatcher : IDisposable
             BeforeWrite = _ => RefuseChangedSlots(slots),
             ConditionalSites = lockPokes,
             // Decided with every thread held, as DropLockPrefixes does: none can be created between the check and the write.
-            IncludeConditional = threads =>
+            IncludeConditional = !dropping ? null : threads =>
             {
                 threadCount = threads.Count;
-                decision = _locks.WhyOneThreadRuns(threads);
+                decision = _locks.DecideInsideStop(threads);
                 return decision is not null;
             },
         });

@@ -29,4 +29,21 @@ public class SitesBatchTests
         var again = patcher.ApplySites();
         Assert.Equal(0, again.Written);
     }
+
+    [Fact]
+    public void Lock_prefixes_stay_when_not_asked_to_drop_them_and_every_other_site_goes_in()
+    {
+        var flags = $"-O2 -pthread -std=c11 -I {Path.Combine(AppContext.BaseDirectory, "include")}";
+        using var example = RunningTarget.Start("../examples/sites/example.c", flags);
+        example.WaitForLine(l => l.Contains("path=generic", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+        using var patcher = SitePatcher.Attach(example.Pid, Generous.Sites);
+
+        var report = patcher.ApplySites(new SitesRequest { DropLockPrefixes = false });
+
+        Assert.Equal((2, false, false, "kept: not asked to drop them"), (report.LockPrefixes, report.LockPrefixesDropped, report.WatchingLockPrefixes, report.LockReason));
+        Assert.Equal(5, report.Written);
+        Assert.False(patcher.IsWatchingLockPrefixes);
+        var path = CpuFeatures.Detect().Has(CpuFeature.Avx2) ? "avx2" : "sse4.2";
+        example.WaitForLine(l => l.Contains($"clz(1000)=22 path={path} ", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+    }
 }
