@@ -66,20 +66,20 @@ public sealed class AttachedProcess : IPatchTarget, IDisposable
     /// <summary>Removes work registered with <see cref="BeforeDetach"/>.</summary>
     internal void CancelBeforeDetach(Action action) => _beforeDetach.Remove(action);
 
-    /// <inheritdoc />
-    public byte[] ReadMemory(ulong address, int count) => Process.ReadMemory(address, count);
+    /// <inheritdoc cref="IPatchTarget.ReadMemory"/>
+    internal byte[] ReadMemory(ulong address, int count) => Process.ReadMemory(address, count);
 
-    /// <inheritdoc />
-    public bool TryReadMemory(ulong address, Span<byte> destination) => Process.TryReadMemory(address, destination);
+    /// <inheritdoc cref="IPatchTarget.TryReadMemory"/>
+    internal bool TryReadMemory(ulong address, Span<byte> destination) => Process.TryReadMemory(address, destination);
 
-    /// <inheritdoc />
-    public void WriteMemory(ulong address, ReadOnlySpan<byte> bytes) => Process.WriteMemory(address, bytes);
+    /// <inheritdoc cref="IPatchTarget.WriteMemory"/>
+    internal void WriteMemory(ulong address, ReadOnlySpan<byte> bytes) => Process.WriteMemory(address, bytes);
 
-    /// <inheritdoc />
-    public T OnControlThread<T>(Func<T> work) => Session.OnTracer(work);
+    /// <inheritdoc cref="IPatchTarget.OnControlThread"/>
+    internal T OnControlThread<T>(Func<T> work) => Session.OnTracer(work);
 
-    /// <inheritdoc />
-    public IReadOnlyList<StoppedThread> StopAll(long deadlineTimestamp)
+    /// <inheritdoc cref="IPatchTarget.StopAll"/>
+    internal IReadOnlyList<StoppedThread> StopAll(long deadlineTimestamp)
     {
         var tids = Session.StopAll(deadlineTimestamp);
         _inStop = true;
@@ -92,27 +92,27 @@ public sealed class AttachedProcess : IPatchTarget, IDisposable
         return threads;
     }
 
-    /// <inheritdoc />
-    public void ResumeAll()
+    /// <inheritdoc cref="IPatchTarget.ResumeAll"/>
+    internal void ResumeAll()
     {
         _inStop = false;
         Session.ResumeAll();
     }
 
-    /// <inheritdoc />
-    public void SetInstructionPointer(int tid, ulong rip)
+    /// <inheritdoc cref="IPatchTarget.SetInstructionPointer"/>
+    internal void SetInstructionPointer(int tid, ulong rip)
     {
         var registers = Session.GetRegisters(tid);
         registers.Rip = rip;
         Session.SetRegisters(tid, registers);
     }
 
-    /// <inheritdoc />
-    public ulong MapNear(ulong nearStart, ulong nearEnd, ulong size, MemoryProtection protection) =>
+    /// <inheritdoc cref="IPatchTarget.MapNear"/>
+    internal ulong MapNear(ulong nearStart, ulong nearEnd, ulong size, MemoryProtection protection) =>
         WithOneThreadStopped(tid => RemoteMemory.MapNear(Session, tid, nearStart, nearEnd, size, protection));
 
-    /// <inheritdoc />
-    public void Unmap(ulong address, ulong size) => WithOneThreadStopped(tid =>
+    /// <inheritdoc cref="IPatchTarget.Unmap"/>
+    internal void Unmap(ulong address, ulong size) => WithOneThreadStopped(tid =>
     {
         RemoteMemory.Unmap(Session, tid, address, size);
         return 0;
@@ -181,6 +181,28 @@ public sealed class AttachedProcess : IPatchTarget, IDisposable
         Session.ReleaseForkedChild(child, whileStopped);
         return 0;
     });
+
+    int IPatchTarget.Pid => Pid;
+
+    TargetProcess IPatchTarget.Process => Process;
+
+    byte[] IPatchTarget.ReadMemory(ulong address, int count) => ReadMemory(address, count);
+
+    bool IPatchTarget.TryReadMemory(ulong address, Span<byte> destination) => TryReadMemory(address, destination);
+
+    void IPatchTarget.WriteMemory(ulong address, ReadOnlySpan<byte> bytes) => WriteMemory(address, bytes);
+
+    T IPatchTarget.OnControlThread<T>(Func<T> work) => OnControlThread(work);
+
+    IReadOnlyList<StoppedThread> IPatchTarget.StopAll(long deadlineTimestamp) => StopAll(deadlineTimestamp);
+
+    void IPatchTarget.ResumeAll() => ResumeAll();
+
+    void IPatchTarget.SetInstructionPointer(int tid, ulong rip) => SetInstructionPointer(tid, rip);
+
+    ulong IPatchTarget.MapNear(ulong nearStart, ulong nearEnd, ulong size, MemoryProtection protection) => MapNear(nearStart, nearEnd, size, protection);
+
+    void IPatchTarget.Unmap(ulong address, ulong size) => Unmap(address, size);
 
     /// <summary>Runs the work registered to run before detaching, then detaches from every thread.</summary>
     public void Dispose()
