@@ -29,7 +29,7 @@ internal sealed class Recovery(LiveSession session, PayloadMemory memory)
         if (record.Intent is not { } intent)
             return Nothing;
         session.ThrowIfCancelled();
-        return intent.Action == PendingActionKind.Unload ? RecoverUnload(record, intent) : RecoverSites(record, intent);
+        return intent.Action == PendingActionKind.Unload ? RecoverUnload(record, intent) : RecoverCode(record, intent);
     }
 
     /// <inheritdoc cref="LivePatcher.AbandonInterrupted"/>
@@ -55,7 +55,7 @@ internal sealed class Recovery(LiveSession session, PayloadMemory memory)
 
     private static RecoverReport Nothing => new(null, null, [], 0, [], null, 0, TimeSpan.Zero);
 
-    private RecoverReport RecoverSites(TargetRecord record, PendingAction intent)
+    private RecoverReport RecoverCode(TargetRecord record, PendingAction intent)
     {
         var current = intent.Sites.Select(s => session.Target.ReadMemory(s.Address, s.OldBytes.Length)).ToList();
         var states = intent.Sites.Select((s, i) => s.Classify(current[i])).ToList();
