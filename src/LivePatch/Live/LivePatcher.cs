@@ -135,7 +135,7 @@ public sealed class LivePatcher : IDisposable
 
     /// <summary>
     /// Makes every check <see cref="Apply(Payload)"/> makes — the object, its symbols and relocations (linked at
-    /// addresses near the old functions, nothing mapped), the build-ids, the bytes at every old function against its
+    /// the addresses apply would map the blocks at now, nothing mapped), the build-ids, the bytes at every old function against its
     /// file, the deny list, its dependencies — and writes nothing to the target.
     /// </summary>
     /// <exception cref="PayloadException">The object is malformed, or a symbol or relocation cannot be linked.</exception>

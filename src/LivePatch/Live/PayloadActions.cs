@@ -178,15 +178,15 @@ internal sealed class PayloadActions(LiveSession session)
                 $"entry 0x{entry.PatchAddress:x} holds {Convert.ToHexStringLower(entry.Original)} ({(entry.StackedOn is { } on ? $"payload '{on}' on top: stacks on it" : "as in its file")}), not denied, {entry.Displaced.Length} bytes displaced"));
         PayloadLifecycle.RequireDependencies(payload.Name, payload.Depends, record, Pid);
         results.AddRange(payload.Depends.Select(d => new CheckResult("depends", $"payload '{d}' is applied")));
-        // Link where the blocks would go, without mapping them: every symbol must resolve and every relocation reach.
+        // Link where apply would map the blocks now, without mapping them: every symbol must resolve and every
+        // relocation reach from there, as it must for apply.
         var layout = PayloadLayout.Compute(payload);
-        var near = entries.Min(e => e.PatchAddress) & ~0xfffUL;
-        var text = near - 0x100_0000;
-        var trampolines = text - 0xc0_0000;
-        PayloadLinker.Link(payload, layout, text, text - 0x40_0000, text - 0x80_0000,
-            name => Trampolines.ResolveOriginal(payload, entries, trampolines, name) ?? _entries.ResolveForPayload(name, entries));
-        results.AddRange(Trampolines.CheckOriginals(Pid, payload, entries, trampolines));
-        results.Add(new("link", $"{layout.Text.Size} bytes of code, {layout.ReadOnly.Size} read-only, {layout.Data.Size} writable: every symbol resolved, every relocation reaches"));
+        var blocks = _memory.Plan(layout, entries);
+        PayloadLinker.Link(payload, layout, blocks.Text, blocks.ReadOnly, blocks.Data,
+            name => Trampolines.ResolveOriginal(payload, entries, blocks.Trampolines, name) ?? _entries.ResolveForPayload(name, entries));
+        results.AddRange(Trampolines.CheckOriginals(Pid, payload, entries, blocks.Trampolines));
+        results.Add(new("link", $"{layout.Text.Size} bytes of code, {layout.ReadOnly.Size} read-only, {layout.Data.Size} writable, placed as apply would place them now " +
+            $"({string.Join(", ", blocks.Mapped.Select(b => $"{b.Use} at 0x{b.Address:x}"))}): every symbol resolved, every relocation reaches"));
         return results;
     }
 

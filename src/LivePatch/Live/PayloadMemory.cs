@@ -21,37 +21,57 @@ internal sealed class PayloadMemory(LiveSession session)
     /// <exception cref="TargetException">No thread stopped, or no free range within reach.</exception>
     public PayloadBlocks Allocate(PayloadLayout layout, IReadOnlyList<PlannedEntry> entries)
     {
-        var nearStart = entries.Min(e => e.PatchAddress);
-        var nearEnd = entries.Max(e => e.PatchAddress) + EntryPlanner.JumpLength;
         var mapped = new List<MappedBlock>();
         try
         {
-            ulong Map(PayloadRegionSize region, MemoryProtection protection, string use)
-            {
-                if (region.Size == 0)
-                    return 0;
-                // Each block must reach the old functions and the blocks mapped before it (stubs reach GOT slots by rel32).
-                var start = Math.Min(nearStart, mapped.Count == 0 ? nearStart : mapped.Min(m => m.Address));
-                var end = Math.Max(nearEnd, mapped.Count == 0 ? nearEnd : mapped.Max(m => m.Address + m.Size));
-                var address = session.Process.MapNear(start, end, region.Size, protection);
-                mapped.Add(new MappedBlock(address, RoundToPage(region.Size), use));
-                return address;
-            }
             // One thread stopped for all the blocks.
-            return session.Process.WithOneThreadStopped(_ =>
-            {
-                var text = Map(layout.Text, MemoryProtection.Read | MemoryProtection.Execute, "text");
-                var readOnly = Map(layout.ReadOnly, MemoryProtection.Read, "rodata");
-                var data = Map(layout.Data, MemoryProtection.Read | MemoryProtection.Write, "data");
-                var trampolines = Map(new PayloadRegionSize((ulong)(entries.Count * Trampolines.Size), 16), MemoryProtection.Read | MemoryProtection.Execute, "trampolines");
-                return new PayloadBlocks(text, readOnly, data, trampolines, mapped);
-            });
+            return session.Process.WithOneThreadStopped(_ => Place(layout, entries, mapped, session.Process.MapNear));
         }
         catch
         {
             FreeAfterFailure(PayloadBlocks.Of(mapped));
             throw;
         }
+    }
+
+    /// <summary>
+    /// Where <see cref="Allocate"/> would map the blocks now, from the process's memory map, mapping nothing: what
+    /// <c>check</c> links at, so that it decides as apply would, placement included.
+    /// </summary>
+    /// <exception cref="TargetException">No free range within reach.</exception>
+    public PayloadBlocks Plan(PayloadLayout layout, IReadOnlyList<PlannedEntry> entries)
+    {
+        var map = session.Target.ReadMemoryMap();
+        return Place(layout, entries, [], (start, end, size, protection) =>
+        {
+            var place = RemoteMemory.PlaceNear(map, start, end, size) ?? throw RemoteMemory.NoPlaceNear(session.Pid, start, end, size);
+            map = map.With(new MemoryRegion(place, place + RoundToPage(size), protection, false, 0, 0, ""));
+            return place;
+        });
+    }
+
+    // Text, read-only data, writable data and trampolines, each within reach of the old functions and of the blocks
+    // placed before it (stubs reach GOT slots by rel32).
+    private static PayloadBlocks Place(PayloadLayout layout, IReadOnlyList<PlannedEntry> entries, List<MappedBlock> mapped,
+        Func<ulong, ulong, ulong, MemoryProtection, ulong> mapNear)
+    {
+        var nearStart = entries.Min(e => e.PatchAddress);
+        var nearEnd = entries.Max(e => e.PatchAddress) + EntryPlanner.JumpLength;
+        ulong Map(PayloadRegionSize region, MemoryProtection protection, string use)
+        {
+            if (region.Size == 0)
+                return 0;
+            var start = Math.Min(nearStart, mapped.Count == 0 ? nearStart : mapped.Min(m => m.Address));
+            var end = Math.Max(nearEnd, mapped.Count == 0 ? nearEnd : mapped.Max(m => m.Address + m.Size));
+            var address = mapNear(start, end, region.Size, protection);
+            mapped.Add(new MappedBlock(address, RoundToPage(region.Size), use));
+            return address;
+        }
+        var text = Map(layout.Text, MemoryProtection.Read | MemoryProtection.Execute, "text");
+        var readOnly = Map(layout.ReadOnly, MemoryProtection.Read, "rodata");
+        var data = Map(layout.Data, MemoryProtection.Read | MemoryProtection.Write, "data");
+        var trampolines = Map(new PayloadRegionSize((ulong)(entries.Count * Trampolines.Size), 16), MemoryProtection.Read | MemoryProtection.Execute, "trampolines");
+        return new PayloadBlocks(text, readOnly, data, trampolines, mapped);
     }
 
     /// <summary>

@@ -61,6 +61,9 @@ public sealed class MemoryMap
         return new MemoryMap(regions);
     }
 
+    /// <summary>This map with <paramref name="region"/> mapped too (to plan placements without mapping anything).</summary>
+    internal MemoryMap With(MemoryRegion region) => new([.. Regions.Append(region).OrderBy(r => r.Start)]);
+
     /// <summary>The region containing <paramref name="address"/>, or null.</summary>
     public MemoryRegion? Find(ulong address)
     {

@@ -35,8 +35,7 @@ internal static class RemoteMemory
             throw new TargetException(TargetError.SystemCallFailed, session.Pid,
                 $"process {session.Pid}: mmap of {size} bytes at 0x{candidate:x} failed with errno {-result}");
         }
-        throw new TargetException(TargetError.SystemCallFailed, session.Pid,
-            $"process {session.Pid}: no free {size}-byte range within ±2 GiB of 0x{nearStart:x}-0x{nearEnd:x}");
+        throw NoPlaceNear(session.Pid, nearStart, nearEnd, size);
     }
 
     public static void Protect(PtraceSession session, int tid, ulong address, ulong size, MemoryProtection protection)
@@ -87,6 +86,21 @@ internal static class RemoteMemory
             ? throw new TargetException(TargetError.SystemCallFailed, session.Pid, $"process {session.Pid}: {call} for the shared memory '{name}' failed with errno {-result}")
             : result;
     }
+
+    /// <summary>
+    /// Where <see cref="MapNear"/> would put <paramref name="size"/> bytes given <paramref name="map"/> (its first choice:
+    /// the nearest free place), or null when nothing in reach is free. Maps nothing.
+    /// </summary>
+    public static ulong? PlaceNear(MemoryMap map, ulong nearStart, ulong nearEnd, ulong size)
+    {
+        foreach (var place in Candidates(map, nearStart, nearEnd, RoundUp(size)))
+            return place;
+        return null;
+    }
+
+    /// <summary>The error <see cref="MapNear"/> reports when nothing in reach is free.</summary>
+    public static TargetException NoPlaceNear(int pid, ulong nearStart, ulong nearEnd, ulong size) =>
+        new(TargetError.SystemCallFailed, pid, $"process {pid}: no free {RoundUp(size)}-byte range within ±2 GiB of 0x{nearStart:x}-0x{nearEnd:x}");
 
     /// <summary>Free places for <paramref name="size"/> bytes in reach of the anchor range, nearest first.</summary>
     internal static IEnumerable<ulong> Candidates(MemoryMap map, ulong nearStart, ulong nearEnd, ulong size)

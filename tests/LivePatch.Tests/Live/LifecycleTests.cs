@@ -219,4 +219,24 @@ public partial class LifecycleTests
         Assert.Matches(new Regex(@"!compute in process \d+ is on the deny list"), error.Message);
         before.AssertUnchanged();
     }
+
+    // A program built -no-pie lies at 0x400000: the payload goes in the low 2 GiB next to it, where its absolute
+    // (R_X86_64_32S) table address fits. check must link exactly where apply then maps the blocks.
+    [Fact]
+    public void Check_links_where_apply_places_the_payload_even_next_to_a_non_pie_program()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", "-O2 -g -pthread -no-pie", "2");
+        Assert.True(worker.ReadyAddress("compute") < 0x1000_0000, $"compute at 0x{worker.ReadyAddress("compute"):x}: not a -no-pie program");
+        var payload = Payload.Load(TestPayloads.Build("live/apply/table.c", "-O2 -fno-pic", pic: false));
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
+
+        var link = Assert.Single(patcher.Check(payload), r => r.Name == "link");
+        var planned = Regex.Matches(link.Detail, @"(\w+) at 0x([0-9a-f]+)").Select(m => (m.Groups[1].Value, Convert.ToUInt64(m.Groups[2].Value, 16))).ToList();
+        var applied = patcher.Apply(payload);
+
+        Assert.Equal(planned, Assert.Single(patcher.List()).Memory.Select(b => (b.Use, b.Address)).ToList());
+        Assert.All(planned, block => Assert.True(block.Item2 < 0x8000_0000, $"{block.Item1} at 0x{block.Item2:x}: not in the low 2 GiB"));
+        Assert.Equal("compute_table", Assert.Single(applied.Functions).NewSymbol);
+        worker.AssertValueBecomes("compute", 102);
+    }
 }
