@@ -6,9 +6,12 @@ namespace LivePatch.Live;
 
 /// <summary>
 /// One old function as planned before anything is written: where its jump goes, the bytes there now, the whole
-/// instructions the jump displaces, and the payload it stacks on (null when its entry holds its file's code).
+/// instructions the jump displaces, the payload it stacks on (null when its entry holds its file's code), and the
+/// branch of its code back into the jump's bytes, if it has one (then it gets no trampoline and every thread must be
+/// out of it while the jump is written).
 /// </summary>
-internal sealed record PlannedEntry(PayloadFunction Function, TargetSymbol Symbol, ulong PatchAddress, byte[] Original, byte[] Displaced, string? StackedOn)
+internal sealed record PlannedEntry(PayloadFunction Function, TargetSymbol Symbol, ulong PatchAddress, byte[] Original, byte[] Displaced, string? StackedOn,
+    BranchIntoEntry? LoopsBack = null)
 {
     /// <summary><c>module!name</c>, for messages and the record.</summary>
     public string Name => $"{Symbol.Module.Name}!{Symbol.Name}";
@@ -67,7 +70,8 @@ internal sealed class EntryPlanner(LiveSession session)
             throw new PatchRefusedException(LivePatchRefusal.CodeChanged,
                 $"{symbol.Module.Name}!{symbol.Name} in process {Pid} holds {Convert.ToHexStringLower(entry)} at its entry 0x{patchAddress:x}, not the {Convert.ToHexStringLower(original)} of its file{(top is null ? "" : $" nor the jump of payload '{top.Name}'")}: another tool changed it; refusing to patch over it");
         if (fromOriginal || !stacked)
-            return new PlannedEntry(function, symbol, patchAddress, original[..JumpLength].ToArray(), original.ToArray(), null);
+            return new PlannedEntry(function, symbol, patchAddress, original[..JumpLength].ToArray(), original.ToArray(), null,
+                BranchIntoEntry.Find(session.Target, symbol, patchAddress));
         // On top of another payload: the jump is what the new one replaces (and what its original calls).
         return new PlannedEntry(function, symbol, patchAddress, entry[..JumpLength].ToArray(), entry[..JumpLength].ToArray(), top!.Name);
     }

@@ -46,7 +46,7 @@ internal sealed class PayloadActions(LiveSession session)
         var poked = false;
         try
         {
-            return Redirect(loaded.Info, record, -1, loaded.Entries.Select(e => (e.Symbol, e.PatchAddress)), () => poked = true);
+            return Redirect(loaded.Info, record, -1, loaded.Entries.Select(e => (e.Symbol, e.PatchAddress)), LoopsBack(loaded.Entries), () => poked = true);
         }
         catch
         {
@@ -72,8 +72,9 @@ internal sealed class PayloadActions(LiveSession session)
                 throw new PatchRefusedException(LivePatchRefusal.CodeChanged,
                     $"{function.Name} in process {Pid} holds {Convert.ToHexStringLower(now)} at 0x{function.PatchAddress:x}, not the {Convert.ToHexStringLower(function.OriginalBytes)} payload '{info.Name}' was loaded against{HolderOf(function.PatchAddress, now, record)}; unload it and load it again");
         }
-        var symbols = info.Functions.Select(f => (session.Target.ResolveSymbol(f.Name), f.PatchAddress)).ToList();
-        return Redirect(info, record, index, symbols);
+        var symbols = info.Functions.Select(f => (Symbol: session.Target.ResolveSymbol(f.Name), f.PatchAddress)).ToList();
+        var loopsBack = symbols.Select(s => BranchIntoEntry.Find(session.Target, s.Symbol, s.PatchAddress)).OfType<BranchIntoEntry>().ToList();
+        return Redirect(info, record, index, symbols.Select(s => (s.Symbol, s.PatchAddress)), loopsBack);
     }
 
     /// <summary>Applied → Reverted: its functions restored in one stop.</summary>
@@ -121,7 +122,8 @@ internal sealed class PayloadActions(LiveSession session)
             _hooks.BeforeReplace(applied, loaded.Info);
             session.ThrowIfCancelled();
             var symbols = loaded.Entries.Select(e => (e.Symbol, e.PatchAddress)).ToList();
-            var report = _journal.PokeRecorded(sites, StackConsistency.CheckForReplace(session, symbols, applied), IntentJournal.Replace(record, loaded.Info, sites), record);
+            var obstacles = EitherObstacle(StackConsistency.CheckForReplace(session, symbols, applied), BranchIntoEntry.Guard(session.Target, LoopsBack(loaded.Entries)));
+            var report = _journal.PokeRecorded(sites, obstacles, IntentJournal.Replace(record, loaded.Info, sites), record);
             reachable = true;
             var now = DateTimeOffset.UtcNow;
             var after = record.Select(p => p.State == PayloadState.Applied ? p with { State = PayloadState.Reverted, RevertedAt = now } : p).ToList();
@@ -175,7 +177,8 @@ internal sealed class PayloadActions(LiveSession session)
         var entries = payload.Functions.Select(f => _entries.Plan(f, record, fromOriginal: false)).ToList();
         foreach (var entry in entries)
             results.Add(new(entry.Name,
-                $"entry 0x{entry.PatchAddress:x} holds {Convert.ToHexStringLower(entry.Original)} ({(entry.StackedOn is { } on ? $"payload '{on}' on top: stacks on it" : "as in its file")}), not denied, {entry.Displaced.Length} bytes displaced"));
+                $"entry 0x{entry.PatchAddress:x} holds {Convert.ToHexStringLower(entry.Original)} ({(entry.StackedOn is { } on ? $"payload '{on}' on top: stacks on it" : "as in its file")}), not denied, {entry.Displaced.Length} bytes displaced" +
+                (entry.LoopsBack is { } loop ? $"; {loop.Why}: no trampoline, and the jump is written only while no thread runs it or has it on its stack" : "")));
         PayloadLifecycle.RequireDependencies(payload.Name, payload.Depends, record, Pid);
         results.AddRange(payload.Depends.Select(d => new CheckResult("depends", $"payload '{d}' is applied")));
         // Link where apply would map the blocks now, without mapping them: every symbol must resolve and every
@@ -216,7 +219,7 @@ internal sealed class PayloadActions(LiveSession session)
                 var jump = new PatchBuffer(entry.PatchAddress, EntryPlanner.JumpLength);
                 jump.WriteJump(newAddress);
                 var trampolineAddress = Trampolines.Address(blocks.Trampolines, i);
-                var trampoline = Trampolines.Relocate(entry.Displaced, entry.PatchAddress, trampolineAddress);
+                var trampoline = Trampolines.For(entry, trampolineAddress);
                 if (trampoline is not null)
                     session.Target.WriteMemory(trampolineAddress, trampoline.Bytes.Span);
                 Trampolines.RequireOriginal(Pid, payload, entry, trampolineAddress, trampoline);
@@ -247,12 +250,14 @@ internal sealed class PayloadActions(LiveSession session)
     }
 
     /// <summary>Redirects the functions of <paramref name="info"/> (loaded now or before) in one stop and records it applied.</summary>
-    private ApplyReport Redirect(AppliedPayloadInfo info, List<AppliedPayloadInfo> record, int index, IEnumerable<(TargetSymbol Symbol, ulong PatchAddress)> symbols, Action? poked = null)
+    private ApplyReport Redirect(AppliedPayloadInfo info, List<AppliedPayloadInfo> record, int index, IEnumerable<(TargetSymbol Symbol, ulong PatchAddress)> symbols,
+        IReadOnlyList<BranchIntoEntry> loopsBack, Action? poked = null)
     {
         var sites = info.Functions.Select(f => new PokeSite(f.PatchAddress, f.OriginalBytes, f.PatchBytes, f.Guard, f.Name, Trampolines.MoveThreadFor(f))).ToList();
         _hooks.Run(info, PayloadHookKind.PreApply);
         session.ThrowIfCancelled();
-        var report = _journal.PokeRecorded(sites, StackConsistency.CheckForApply(session, symbols, record), IntentJournal.Apply(info, record, index), record);
+        var obstacles = EitherObstacle(StackConsistency.CheckForApply(session, symbols, record), BranchIntoEntry.Guard(session.Target, loopsBack));
+        var report = _journal.PokeRecorded(sites, obstacles, IntentJournal.Apply(info, record, index), record);
         poked?.Invoke();
         var applied = info with { State = PayloadState.Applied, AppliedAt = DateTimeOffset.UtcNow, RevertedAt = null, PauseMicroseconds = report.Pause.TotalMicroseconds, Threads = report.Threads };
         List<AppliedPayloadInfo> after = [.. record];
@@ -264,6 +269,12 @@ internal sealed class PayloadActions(LiveSession session)
         _hooks.Run(applied, PayloadHookKind.PostApply);
         return new ApplyReport(info.Name, info.Functions, report.Threads, report.Pause, report.Attempts);
     }
+
+    private static List<BranchIntoEntry> LoopsBack(IEnumerable<PlannedEntry> entries) => [.. entries.Select(e => e.LoopsBack).OfType<BranchIntoEntry>()];
+
+    // Both checks inside the stop: the first obstacle either finds.
+    private static Func<IReadOnlyList<StoppedThread>, string?>? EitherObstacle(Func<IReadOnlyList<StoppedThread>, string?>? first, Func<IReadOnlyList<StoppedThread>, string?>? second) =>
+        first is null ? second : second is null ? first : threads => first(threads) ?? second(threads);
 
     // The original code at an applied function's entry, from its module's file.
     private byte[] FileBytes(AppliedFunctionInfo function, ulong address)

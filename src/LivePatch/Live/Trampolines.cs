@@ -19,9 +19,15 @@ internal static class Trampolines
     /// <summary>The displaced instructions relocated to <paramref name="address"/>, or null when they cannot be moved (a branch back into them, say).</summary>
     public static RelocatedCode? Relocate(byte[] displaced, ulong patchAddress, ulong address) => Relocate(displaced, patchAddress, address, out _);
 
-    /// <summary>Why the displaced instructions cannot be moved to a trampoline at <paramref name="address"/>, or null when they can.</summary>
+    /// <summary>The trampoline of <paramref name="entry"/> at <paramref name="address"/>, or null when it can have none.</summary>
+    public static RelocatedCode? For(PlannedEntry entry, ulong address) =>
+        entry.LoopsBack is null ? Relocate(entry.Displaced, entry.PatchAddress, address, out _) : null;
+
+    /// <summary>Why <paramref name="entry"/> can have no trampoline at <paramref name="address"/>, or null when it can.</summary>
     public static string? Problem(PlannedEntry entry, ulong address)
     {
+        if (entry.LoopsBack is { } loop)
+            return $"{loop.Why}: the original would run its body and come back into the jump";
         Relocate(entry.Displaced, entry.PatchAddress, address, out var problem);
         return problem;
     }
