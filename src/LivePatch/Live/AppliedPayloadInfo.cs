@@ -80,6 +80,17 @@ public sealed record AppliedFunctionInfo(string Name, ulong OldAddress, ulong Pa
 
     /// <summary>The trampoline holding the displaced instructions relocated, then a jump back; 0 when they cannot be moved.</summary>
     public ulong Trampoline { get; init; }
+
+    /// <summary>
+    /// The callee-save thunk the jump goes to, which keeps <see cref="Keeps"/> around a call of the new function; 0
+    /// when the jump goes straight to the new function (it writes no register the old one left alone).
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public ulong Thunk { get; init; }
+
+    /// <summary>The registers the thunk keeps for the callers (<c>rcx, r8</c>): those the new code may write and the old never did; null without a thunk.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Keeps { get; init; }
 }
 
 /// <summary>A block of memory LivePatch mapped in a target.</summary>

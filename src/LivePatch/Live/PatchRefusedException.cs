@@ -37,6 +37,8 @@ public enum LivePatchRefusal
     HookFailed,
     /// <summary>The payload calls the original of a function whose displaced instructions cannot be moved to a trampoline.</summary>
     OriginalUnavailable,
+    /// <summary>The new code may write registers the old function's callers rely on, and no thunk can keep them (mask registers).</summary>
+    CallerRegistersAtRisk,
     /// <summary>An earlier action's livepatch run died before finishing it: run <c>livepatch recover</c> (<see cref="LivePatcher.Recover"/>) first.</summary>
     Interrupted,
 }

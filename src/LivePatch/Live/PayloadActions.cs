@@ -188,6 +188,16 @@ internal sealed class PayloadActions(LiveSession session)
         PayloadLinker.Link(payload, layout, blocks.Text, blocks.ReadOnly, blocks.Data,
             name => Trampolines.ResolveOriginal(payload, entries, blocks.Trampolines, name) ?? _entries.ResolveForPayload(name, entries));
         results.AddRange(Trampolines.CheckOriginals(Pid, payload, entries, blocks.Trampolines));
+        var linkedForCheck = PayloadLinker.Link(payload, layout, blocks.Text, blocks.ReadOnly, blocks.Data,
+            name => Trampolines.ResolveOriginal(payload, entries, blocks.Trampolines, name) ?? _entries.ResolveForPayload(name, entries));
+        var thunks = new Thunks(session);
+        foreach (var entry in entries)
+        {
+            var keep = thunks.AtRisk(entry, linkedForCheck, linkedForCheck.Functions.First(f => ReferenceEquals(f.Function, entry.Function)).Address);
+            results.Add(new($"{entry.Name} registers", keep.IsEmpty
+                ? "the new code writes no call-clobbered register the old one left alone: the jump goes straight to it"
+                : $"the new code may write {keep}, which the old one never wrote and callers may keep values in: the jump goes through a thunk keeping them"));
+        }
         results.Add(new("link", $"{layout.Text.Size} bytes of code, {layout.ReadOnly.Size} read-only, {layout.Data.Size} writable, placed as apply would place them now " +
             $"({string.Join(", ", blocks.Mapped.Select(b => $"{b.Use} at 0x{b.Address:x}"))}): every symbol resolved, every relocation reaches"));
         return results;
@@ -212,12 +222,17 @@ internal sealed class PayloadActions(LiveSession session)
                 if (region.Bytes.Length > 0)
                     session.Target.WriteMemory(region.Address, region.Bytes);
             var functions = new List<AppliedFunctionInfo>();
+            var thunks = new Thunks(session);
             for (var i = 0; i < entries.Count; i++)
             {
                 var entry = entries[i];
                 var newAddress = linked.Functions.First(f => ReferenceEquals(f.Function, entry.Function)).Address;
+                var keep = thunks.AtRisk(entry, linked, newAddress);
+                var thunkAddress = keep.IsEmpty ? 0 : Thunks.Address(blocks.Trampolines, entries.Count, i);
+                if (thunkAddress != 0)
+                    session.Target.WriteMemory(thunkAddress, thunks.Assemble(thunkAddress, newAddress, keep));
                 var jump = new PatchBuffer(entry.PatchAddress, EntryPlanner.JumpLength);
-                jump.WriteJump(newAddress);
+                jump.WriteJump(thunkAddress != 0 ? thunkAddress : newAddress);
                 var trampolineAddress = Trampolines.Address(blocks.Trampolines, i);
                 var trampoline = Trampolines.For(entry, trampolineAddress);
                 if (trampoline is not null)
@@ -227,6 +242,8 @@ internal sealed class PayloadActions(LiveSession session)
                 {
                     DisplacedBytes = entry.Displaced,
                     Trampoline = trampoline is null ? 0 : trampolineAddress,
+                    Thunk = thunkAddress,
+                    Keeps = keep.IsEmpty ? null : keep.ToString(),
                 });
             }
             var data = linked.Data.Bytes;

@@ -1,6 +1,7 @@
 using LivePatch.Payloads;
 using LivePatch.Poke;
 using LivePatch.Targets;
+using LivePatch.X86;
 
 namespace LivePatch.Live;
 
@@ -70,7 +71,8 @@ internal sealed class PayloadMemory(LiveSession session)
         var text = Map(layout.Text, MemoryProtection.Read | MemoryProtection.Execute, "text");
         var readOnly = Map(layout.ReadOnly, MemoryProtection.Read, "rodata");
         var data = Map(layout.Data, MemoryProtection.Read | MemoryProtection.Write, "data");
-        var trampolines = Map(new PayloadRegionSize((ulong)(entries.Count * Trampolines.Size), 16), MemoryProtection.Read | MemoryProtection.Execute, "trampolines");
+        // One trampoline and room for one callee-save thunk per entry (Thunks).
+        var trampolines = Map(new PayloadRegionSize((ulong)(entries.Count * (Trampolines.Size + CalleeSaveThunk.MaxSize)), 16), MemoryProtection.Read | MemoryProtection.Execute, "trampolines");
         return new PayloadBlocks(text, readOnly, data, trampolines, mapped);
     }
 

@@ -1,3 +1,4 @@
+using LivePatch.X86;
 using Iced.Intel;
 using LivePatch.Elf;
 using LivePatch.X86.Internal;

@@ -1,3 +1,4 @@
+using LivePatch.X86;
 using LivePatch.Elf;
 using LivePatch.Sites;
 using LivePatch.Tests.Fixtures;

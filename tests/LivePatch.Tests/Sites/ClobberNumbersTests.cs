@@ -1,3 +1,4 @@
+using LivePatch.X86;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using LivePatch.Sites;

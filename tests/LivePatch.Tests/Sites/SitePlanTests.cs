@@ -1,3 +1,4 @@
+using LivePatch.X86;
 using System.Globalization;
 using LivePatch.Poke;
 using LivePatch.Sites;

@@ -1,4 +1,4 @@
-namespace LivePatch.Sites;
+namespace LivePatch.X86;
 
 /// <summary>
 /// A set of x86-64 general-purpose registers, one bit per register in encoding order (rax = bit 0 … r15 = bit 15),

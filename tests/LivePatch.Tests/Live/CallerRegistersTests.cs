@@ -1,0 +1,64 @@
+using LivePatch.Live;
+using LivePatch.Payloads;
+using LivePatch.Tests.Fixtures;
+using LivePatch.Tests.X86;
+using LivePatch.X86;
+
+namespace LivePatch.Tests.Live;
+
+/// <summary>
+/// targets/ipara.c at -O2: check() keeps its loop counter in ecx across calls of the static scale(), which writes
+/// only eax and edx (gcc -fipa-ra). The payload's scale divides, writing ecx: without a callee-save thunk the
+/// callers' counter is lost and their results go wrong.
+/// </summary>
+[Collection(ProcessTests.Name)]
+public class CallerRegistersTests
+{
+    private static string Fix => TestPayloads.Build("live/apply/ipa_fix.c");
+
+    [Fact]
+    public void The_jump_goes_through_a_thunk_keeping_the_registers_callers_rely_on_and_the_results_stay_right()
+    {
+        using var ipara = RunningTarget.Start("targets/ipara.c", "-O2 -g -pthread", "4");
+        var calls = ipara.NextValue("calls");
+        Assert.True(ipara.NextValue("calls") > calls, "the workers run");
+        using var patcher = LivePatcher.Attach(ipara.Pid, Generous.Options);
+
+        var check = Assert.Single(patcher.Check(Payload.Load(Fix)), r => r.Name.EndsWith(" registers", StringComparison.Ordinal));
+        var applied = Assert.Single(patcher.Apply(Fix).Functions);
+
+        Assert.Contains("the new code may write rcx, which the old one never wrote", check.Detail, StringComparison.Ordinal);
+        Assert.NotEqual(0UL, applied.Thunk);
+        Assert.Equal("rcx", applied.Keeps);
+        Assert.Equal(applied.Thunk, Assert.Single(patcher.List()).Functions.Single().Thunk);
+        // The jump goes to the thunk; the thunk calls the new function.
+        var jump = Decoded.All(applied.PatchBytes, applied.PatchAddress).Single();
+        Assert.Equal(applied.Thunk, jump.NearBranchTarget);
+        var scaled = ipara.NextValue("scaled");
+        Assert.True(ipara.NextValue("scaled") > scaled, "the new scale runs");
+        var wrong = ipara.NextValue("wrong");
+        calls = ipara.NextValue("calls");
+        Assert.True(ipara.NextValue("calls") > calls + 1000);
+        Assert.Equal(wrong, ipara.NextValue("wrong"));
+        Assert.Equal(0, wrong);
+
+        patcher.Revert("ipa_fix");
+        scaled = ipara.NextValue("scaled");
+        Assert.Equal(scaled, ipara.NextValue("scaled"));
+        Assert.Equal(0, ipara.NextValue("wrong"));
+    }
+
+    [Fact]
+    public void A_new_function_that_writes_nothing_more_than_the_old_one_is_jumped_to_directly()
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
+
+        var applied = Assert.Single(patcher.Apply(TestPayloads.Build("live/apply/loop_free.c")).Functions);
+
+        Assert.Equal(0UL, applied.Thunk);
+        Assert.Null(applied.Keeps);
+        Assert.Equal(applied.NewAddress, Decoded.All(applied.PatchBytes, applied.PatchAddress).Single().NearBranchTarget);
+        worker.AssertValueBecomes("compute", 5);
+    }
+}
