@@ -80,6 +80,14 @@ public sealed record AppliedFunctionInfo(string Name, ulong OldAddress, ulong Pa
 
     /// <summary>The trampoline holding the displaced instructions relocated, then a jump back; 0 when they cannot be moved.</summary>
     public ulong Trampoline { get; init; }
+
+    /// <summary>
+    /// When the payload replaced a GNU indirect function: that IFUNC, <c>module!name</c>. <see cref="Name"/> then reads
+    /// <c>module!name (ifunc: implementation)</c> and <see cref="OldAddress"/> is the implementation the process uses,
+    /// whose entry holds the jump. Null, and absent from the record, otherwise.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Ifunc { get; init; }
 }
 
 /// <summary>A block of memory LivePatch mapped in a target.</summary>

@@ -72,7 +72,7 @@ internal sealed class PayloadActions(LiveSession session)
                 throw new PatchRefusedException(LivePatchRefusal.CodeChanged,
                     $"{function.Name} in process {Pid} holds {Convert.ToHexStringLower(now)} at 0x{function.PatchAddress:x}, not the {Convert.ToHexStringLower(function.OriginalBytes)} payload '{info.Name}' was loaded against{HolderOf(function.PatchAddress, now, record)}; unload it and load it again");
         }
-        var symbols = info.Functions.Select(f => (session.Target.ResolveSymbol(f.Name), f.PatchAddress)).ToList();
+        var symbols = info.Functions.Select(f => (IfuncPlanner.SymbolOf(session.Target, f), f.PatchAddress)).ToList();
         return Redirect(info, record, index, symbols);
     }
 
@@ -175,7 +175,7 @@ internal sealed class PayloadActions(LiveSession session)
         var entries = payload.Functions.Select(f => _entries.Plan(f, record, fromOriginal: false)).ToList();
         foreach (var entry in entries)
             results.Add(new(entry.Name,
-                $"entry 0x{entry.PatchAddress:x} holds {Convert.ToHexStringLower(entry.Original)} ({(entry.StackedOn is { } on ? $"payload '{on}' on top: stacks on it" : "as in its file")}), not denied, {entry.Displaced.Length} bytes displaced"));
+                $"entry 0x{entry.PatchAddress:x} holds {Convert.ToHexStringLower(entry.Original)} ({(entry.StackedOn is { } on ? $"payload '{on}' on top: stacks on it" : "as in its file")}), not denied, {entry.Displaced.Length} bytes displaced{entry.Ifunc?.EntryNote}"));
         PayloadLifecycle.RequireDependencies(payload.Name, payload.Depends, record, Pid);
         results.AddRange(payload.Depends.Select(d => new CheckResult("depends", $"payload '{d}' is applied")));
         // Link where the blocks would go, without mapping them: every symbol must resolve and every relocation reach.
@@ -183,9 +183,11 @@ internal sealed class PayloadActions(LiveSession session)
         var near = entries.Min(e => e.PatchAddress) & ~0xfffUL;
         var text = near - 0x100_0000;
         var trampolines = text - 0xc0_0000;
+        var ifuncs = new List<IfuncUse>();
         PayloadLinker.Link(payload, layout, text, text - 0x40_0000, text - 0x80_0000,
-            name => Trampolines.ResolveOriginal(payload, entries, trampolines, name) ?? _entries.ResolveForPayload(name, entries));
+            name => Trampolines.ResolveOriginal(payload, entries, trampolines, name) ?? _entries.ResolveForPayload(name, entries, ifuncs.Add));
         results.AddRange(Trampolines.CheckOriginals(Pid, payload, entries, trampolines));
+        results.AddRange(ifuncs.Select(u => u.LinkCheck(Pid)));
         results.Add(new("link", $"{layout.Text.Size} bytes of code, {layout.ReadOnly.Size} read-only, {layout.Data.Size} writable: every symbol resolved, every relocation reaches"));
         return results;
     }
@@ -224,6 +226,7 @@ internal sealed class PayloadActions(LiveSession session)
                 {
                     DisplacedBytes = entry.Displaced,
                     Trampoline = trampoline is null ? 0 : trampolineAddress,
+                    Ifunc = entry.Ifunc?.IfuncName,
                 });
             }
             var data = linked.Data.Bytes;
@@ -268,7 +271,7 @@ internal sealed class PayloadActions(LiveSession session)
     // The original code at an applied function's entry, from its module's file.
     private byte[] FileBytes(AppliedFunctionInfo function, ulong address)
     {
-        var module = session.Target.ResolveSymbol(function.Name).Module;
+        var module = IfuncPlanner.SymbolOf(session.Target, function).Module;
         var bytes = module.Elf.ReadLoaded(address - module.LoadBias, EntryPlanner.JumpLength);
         return bytes.Length == EntryPlanner.JumpLength ? bytes.ToArray()
             : throw new PatchRefusedException(LivePatchRefusal.NotAFunction, $"0x{address:x} in process {Pid} is not in the file data of {module.Name}");
