@@ -91,6 +91,14 @@ public sealed record AppliedFunctionInfo(string Name, ulong OldAddress, ulong Pa
     /// <summary>The registers the thunk keeps for the callers (<c>rcx, r8</c>): those the new code may write and the old never did; null without a thunk.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? Keeps { get; init; }
+
+    /// <summary>
+    /// When the payload replaced a GNU indirect function: that IFUNC, <c>module!name</c>. <see cref="Name"/> then reads
+    /// <c>module!name (ifunc: implementation)</c> and <see cref="OldAddress"/> is the implementation the process uses,
+    /// whose entry holds the jump. Null, and absent from the record, otherwise.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Ifunc { get; init; }
 }
 
 /// <summary>A block of memory LivePatch mapped in a target.</summary>

@@ -13,8 +13,11 @@ namespace LivePatch.Live;
 internal sealed record PlannedEntry(PayloadFunction Function, TargetSymbol Symbol, ulong PatchAddress, byte[] Original, byte[] Displaced, string? StackedOn,
     BranchIntoEntry? LoopsBack = null)
 {
-    /// <summary><c>module!name</c>, for messages and the record.</summary>
-    public string Name => $"{Symbol.Module.Name}!{Symbol.Name}";
+    /// <summary>When the payload named a GNU indirect function: it and the implementation <see cref="Symbol"/> the process uses.</summary>
+    public IfuncUse? Ifunc { get; init; }
+
+    /// <summary><c>module!name</c> (<c>module!name (ifunc: implementation)</c> through an IFUNC), for messages and the record.</summary>
+    public string Name => Ifunc?.Name ?? $"{Symbol.Module.Name}!{Symbol.Name}";
 }
 
 /// <summary>
@@ -24,6 +27,8 @@ internal sealed record PlannedEntry(PayloadFunction Function, TargetSymbol Symbo
 /// </summary>
 internal sealed class EntryPlanner(LiveSession session)
 {
+    private readonly IfuncPlanner _ifuncs = new(session);
+
     /// <summary>The jump written at each old function's entry.</summary>
     public const int JumpLength = Branch.Rel32Length;
 
@@ -41,6 +46,12 @@ internal sealed class EntryPlanner(LiveSession session)
         if (!symbol.IsFunction)
             throw new PatchRefusedException(LivePatchRefusal.NotAFunction, $"'{spec}' in process {Pid} is not a function ({symbol})");
         RefuseDenied(symbol);
+        var ifunc = symbol.Type == Elf.ElfSymbolType.GnuIndirectFunction ? _ifuncs.ForReplace(symbol, spec) : null;
+        if (ifunc is not null)
+        {
+            symbol = ifunc.Implementation!;
+            RefuseDenied(symbol);
+        }
         var code = ReadAvailable(symbol.Address, 64);
         var file = symbol.Module.Elf.ReadLoaded(symbol.Address - symbol.Module.LoadBias, code.Length).ToArray();
         if (file.Length == 0)
@@ -71,9 +82,9 @@ internal sealed class EntryPlanner(LiveSession session)
                 $"{symbol.Module.Name}!{symbol.Name} in process {Pid} holds {Convert.ToHexStringLower(entry)} at its entry 0x{patchAddress:x}, not the {Convert.ToHexStringLower(original)} of its file{(top is null ? "" : $" nor the jump of payload '{top.Name}'")}: another tool changed it; refusing to patch over it");
         if (fromOriginal || !stacked)
             return new PlannedEntry(function, symbol, patchAddress, original[..JumpLength].ToArray(), original.ToArray(), null,
-                BranchIntoEntry.Find(session.Target, symbol, patchAddress));
+                BranchIntoEntry.Find(session.Target, symbol, patchAddress)) { Ifunc = ifunc };
         // On top of another payload: the jump is what the new one replaces (and what its original calls).
-        return new PlannedEntry(function, symbol, patchAddress, entry[..JumpLength].ToArray(), entry[..JumpLength].ToArray(), top!.Name);
+        return new PlannedEntry(function, symbol, patchAddress, entry[..JumpLength].ToArray(), entry[..JumpLength].ToArray(), top!.Name) { Ifunc = ifunc };
     }
 
     /// <summary>The build-ids <paramref name="payload"/> asks for against the process's modules (with --force, a mismatch is recorded, not refused).</summary>
@@ -95,27 +106,39 @@ internal sealed class EntryPlanner(LiveSession session)
 
     /// <summary>
     /// Resolves a payload's undefined symbol: first in the modules whose functions it replaces (static symbols
-    /// included, as the replaced code saw them), then among global symbols, the main program's first.
+    /// included, as the replaced code saw them), then among global symbols, the main program's first. A GNU indirect
+    /// function resolves to the implementation the process uses (<see cref="IfuncPlanner"/>), told to <paramref name="throughIfunc"/>.
     /// </summary>
     /// <exception cref="SymbolResolutionException">The name is ambiguous.</exception>
-    public ulong? ResolveForPayload(string name, IReadOnlyList<PlannedEntry> entries)
+    /// <exception cref="PatchRefusedException">An IFUNC the process has not resolved, or whose slots disagree.</exception>
+    public ulong? ResolveForPayload(string name, IReadOnlyList<PlannedEntry> entries, Action<IfuncUse>? throughIfunc = null)
     {
         var patched = entries.Select(e => e.Symbol.Module).Distinct().ToList();
         var local = TargetProcess.Candidates(patched, name);
         if (local.Count == 1)
-            return local[0].Address;
+            return Callable(local[0], name, throughIfunc);
         if (local.Count > 1)
             throw new SymbolResolutionException(name, local,
                 $"symbol '{name}' used by the payload is ambiguous in process {Pid}: {string.Join(", ", local)}");
         var global = TargetProcess.Candidates(session.Target.Modules, name).Where(s => s.Binding != Elf.ElfSymbolBinding.Local).ToList();
         if (global.Count == 1)
-            return global[0].Address;
+            return Callable(global[0], name, throughIfunc);
         if (global.FirstOrDefault(s => s.Module.IsMainExecutable) is { } fromMain)
-            return fromMain.Address;
+            return Callable(fromMain, name, throughIfunc);
         if (global.Count > 1)
             throw new SymbolResolutionException(name, global,
                 $"symbol '{name}' used by the payload is defined by several libraries in process {Pid}: {string.Join(", ", global)}");
         return null;
+    }
+
+    // An IFUNC's address is its resolver's: a payload calls the implementation the process already chose.
+    private ulong Callable(TargetSymbol symbol, string name, Action<IfuncUse>? throughIfunc)
+    {
+        if (symbol.Type != Elf.ElfSymbolType.GnuIndirectFunction)
+            return symbol.Address;
+        var use = _ifuncs.ForCall(symbol, name);
+        throughIfunc?.Invoke(use);
+        return use.Address;
     }
 
     /// <summary>Functions livepatch itself makes the target run (its system calls), and the user's deny list.</summary>

@@ -41,6 +41,11 @@ public enum LivePatchRefusal
     CallerRegistersAtRisk,
     /// <summary>An earlier action's livepatch run died before finishing it: run <c>livepatch recover</c> (<see cref="LivePatcher.Recover"/>) first.</summary>
     Interrupted,
+    /// <summary>
+    /// A GNU indirect function (IFUNC) whose implementation in the process cannot be told for sure (never resolved, or
+    /// its slots disagree), or whose replacement would replace other functions too (an implementation they share).
+    /// </summary>
+    IndirectFunction,
 }
 
 /// <summary>LivePatch refused an action on payloads; the message names the payload, the function or the process, and why. The target was not changed.</summary>

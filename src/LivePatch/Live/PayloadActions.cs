@@ -72,7 +72,7 @@ internal sealed class PayloadActions(LiveSession session)
                 throw new PatchRefusedException(LivePatchRefusal.CodeChanged,
                     $"{function.Name} in process {Pid} holds {Convert.ToHexStringLower(now)} at 0x{function.PatchAddress:x}, not the {Convert.ToHexStringLower(function.OriginalBytes)} payload '{info.Name}' was loaded against{HolderOf(function.PatchAddress, now, record)}; unload it and load it again");
         }
-        var symbols = info.Functions.Select(f => (Symbol: session.Target.ResolveSymbol(f.Name), f.PatchAddress)).ToList();
+        var symbols = info.Functions.Select(f => (Symbol: IfuncPlanner.SymbolOf(session.Target, f), f.PatchAddress)).ToList();
         var loopsBack = symbols.Select(s => BranchIntoEntry.Find(session.Target, s.Symbol, s.PatchAddress)).OfType<BranchIntoEntry>().ToList();
         return Redirect(info, record, index, symbols.Select(s => (s.Symbol, s.PatchAddress)), loopsBack);
     }
@@ -177,7 +177,7 @@ internal sealed class PayloadActions(LiveSession session)
         var entries = payload.Functions.Select(f => _entries.Plan(f, record, fromOriginal: false)).ToList();
         foreach (var entry in entries)
             results.Add(new(entry.Name,
-                $"entry 0x{entry.PatchAddress:x} holds {Convert.ToHexStringLower(entry.Original)} ({(entry.StackedOn is { } on ? $"payload '{on}' on top: stacks on it" : "as in its file")}), not denied, {entry.Displaced.Length} bytes displaced" +
+                $"entry 0x{entry.PatchAddress:x} holds {Convert.ToHexStringLower(entry.Original)} ({(entry.StackedOn is { } on ? $"payload '{on}' on top: stacks on it" : "as in its file")}), not denied, {entry.Displaced.Length} bytes displaced{entry.Ifunc?.EntryNote}" +
                 (entry.LoopsBack is { } loop ? $"; {loop.Why}: no trampoline, and the jump is written only while no thread runs it or has it on its stack" : "")));
         PayloadLifecycle.RequireDependencies(payload.Name, payload.Depends, record, Pid);
         results.AddRange(payload.Depends.Select(d => new CheckResult("depends", $"payload '{d}' is applied")));
@@ -185,15 +185,15 @@ internal sealed class PayloadActions(LiveSession session)
         // relocation reach from there, as it must for apply.
         var layout = PayloadLayout.Compute(payload);
         var blocks = _memory.Plan(layout, entries);
-        PayloadLinker.Link(payload, layout, blocks.Text, blocks.ReadOnly, blocks.Data,
-            name => Trampolines.ResolveOriginal(payload, entries, blocks.Trampolines, name) ?? _entries.ResolveForPayload(name, entries));
+        var ifuncs = new List<IfuncUse>();
+        var linked = PayloadLinker.Link(payload, layout, blocks.Text, blocks.ReadOnly, blocks.Data,
+            name => Trampolines.ResolveOriginal(payload, entries, blocks.Trampolines, name) ?? _entries.ResolveForPayload(name, entries, ifuncs.Add));
         results.AddRange(Trampolines.CheckOriginals(Pid, payload, entries, blocks.Trampolines));
-        var linkedForCheck = PayloadLinker.Link(payload, layout, blocks.Text, blocks.ReadOnly, blocks.Data,
-            name => Trampolines.ResolveOriginal(payload, entries, blocks.Trampolines, name) ?? _entries.ResolveForPayload(name, entries));
+        results.AddRange(ifuncs.Select(u => u.LinkCheck(Pid)));
         var thunks = new Thunks(session);
         foreach (var entry in entries)
         {
-            var keep = thunks.AtRisk(entry, linkedForCheck, linkedForCheck.Functions.First(f => ReferenceEquals(f.Function, entry.Function)).Address);
+            var keep = thunks.AtRisk(entry, linked, linked.Functions.First(f => ReferenceEquals(f.Function, entry.Function)).Address);
             results.Add(new($"{entry.Name} registers", keep.IsEmpty
                 ? "the new code writes no call-clobbered register the old one left alone: the jump goes straight to it"
                 : $"the new code may write {keep}, which the old one never wrote and callers may keep values in: the jump goes through a thunk keeping them"));
@@ -244,6 +244,7 @@ internal sealed class PayloadActions(LiveSession session)
                     Trampoline = trampoline is null ? 0 : trampolineAddress,
                     Thunk = thunkAddress,
                     Keeps = keep.IsEmpty ? null : keep.ToString(),
+                    Ifunc = entry.Ifunc?.IfuncName,
                 });
             }
             var data = linked.Data.Bytes;
@@ -296,7 +297,7 @@ internal sealed class PayloadActions(LiveSession session)
     // The original code at an applied function's entry, from its module's file.
     private byte[] FileBytes(AppliedFunctionInfo function, ulong address)
     {
-        var module = session.Target.ResolveSymbol(function.Name).Module;
+        var module = IfuncPlanner.SymbolOf(session.Target, function).Module;
         var bytes = module.Elf.ReadLoaded(address - module.LoadBias, EntryPlanner.JumpLength);
         return bytes.Length == EntryPlanner.JumpLength ? bytes.ToArray()
             : throw new PatchRefusedException(LivePatchRefusal.NotAFunction, $"0x{address:x} in process {Pid} is not in the file data of {module.Name}");
