@@ -54,7 +54,7 @@ public class IfuncTests
 
         using var patcher = LivePatcher.Attach(target.Pid, Generous.Options);
         var check = patcher.Check(LivePatch.Payloads.Payload.Load(Build("counted_strlen")));
-        var planned = Assert.Single(check, c => c.Name.StartsWith("libc.so.6!strlen (ifunc: ", StringComparison.Ordinal) && c.Name.EndsWith(")", StringComparison.Ordinal));
+        var planned = Assert.Single(check, c => c.Name.StartsWith("libc.so.6!strlen (ifunc: ", StringComparison.Ordinal) && c.Name.EndsWith(')'));
         Assert.Contains("through the GNU indirect function libc.so.6!strlen", planned.Detail, StringComparison.Ordinal);
         var applied = patcher.Apply(Build("counted_strlen"));
 
