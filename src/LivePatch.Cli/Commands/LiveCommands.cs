@@ -84,7 +84,7 @@ internal static partial class LiveCommands
             table.AddRow(
                 Markup.Escape(payload.Name),
                 payload.State switch { PayloadState.Applied => "[green]applied[/]", PayloadState.Loaded => "[yellow]loaded[/]", _ => "[grey]reverted[/]" },
-                Markup.Escape(string.Join("\n", payload.Functions.Select(f => $"{f.Name} 0x{f.OldAddress:x} -> {f.NewSymbol} 0x{f.NewAddress:x}"))),
+                Markup.Escape(string.Join("\n", payload.Functions.Select(f => $"{f.Name} 0x{f.OldAddress:x} -> {f.NewSymbol} 0x{f.NewAddress:x}{Thunks.Describe(f)}"))),
                 Markup.Escape(payload.BuildIds.Count == 0 ? "-" : string.Join("\n", payload.BuildIds.Select(b => $"{b.Module} {b.Actual}{(b.Forced ? $" (forced; built for {b.Expected})" : "")}"))),
                 payload.AppliedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "-",
                 payload.State == PayloadState.Loaded ? "-" : $"{payload.PauseMicroseconds:0} µs");
@@ -125,7 +125,7 @@ internal static partial class LiveCommands
     };
 
     private static string Functions(IEnumerable<AppliedFunctionInfo> functions) =>
-        string.Join(", ", functions.Select(f => $"{f.Name} -> {f.NewSymbol}"));
+        string.Join(", ", functions.Select(f => $"{f.Name} -> {f.NewSymbol}{Thunks.Describe(f)}"));
 
     internal static string Attempts(int attempts) => attempts > 1 ? $" ({attempts} attempts)" : "";
 }
