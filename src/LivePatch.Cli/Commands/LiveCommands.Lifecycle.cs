@@ -19,7 +19,8 @@ internal static partial class LiveCommands
         {
             using var patcher = LivePatcher.Attach(shared.Pid(parse), shared.ToLivePatchOptions(parse, cancellation));
             var report = patcher.Load(parse.GetValue(file)!.FullName);
-            Console.WriteLine($"loaded {report.Payload} into {patcher.Pid}: {Functions(report.Functions)} ready; {report.Memory.Sum(b => (long)b.Size) / 1024} KiB mapped; apply it with: livepatch apply {patcher.Pid} {report.Payload}");
+            Console.WriteLine($"loaded {report.Payload} into {patcher.Pid}: {Functions(report.Functions)} ready; {report.Memory.Sum(b => (long)b.Size) / 1024} KiB mapped; apply it with: livepatch apply {patcher.Pid} {report.Payload}{(report.Copies.Any(c => c.IsMissed) ? " --allow-clones" : "")}");
+            PrintAllowedCopies(report.Copies);
         }));
         return command;
     }
@@ -38,6 +39,7 @@ internal static partial class LiveCommands
             var report = patcher.Replace(Payload.Load(parse.GetValue(file)!.FullName));
             var reverted = report.Reverted.Count == 0 ? "nothing to revert" : $"reverted {string.Join(", ", report.Reverted)}";
             Console.WriteLine($"replaced in {patcher.Pid}: {reverted}, applied {report.Payload}: {Functions(report.Functions)}; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
+            PrintAllowedCopies(report.Copies);
         }));
         return command;
     }

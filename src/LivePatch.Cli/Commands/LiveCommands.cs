@@ -28,6 +28,7 @@ internal static partial class LiveCommands
             var argument = parse.GetValue(file)!;
             var report = IsObjectFile(argument) ? patcher.Apply(Path.GetFullPath(argument)) : patcher.ApplyLoaded(argument);
             Console.WriteLine($"applied {report.Payload} to {patcher.Pid}: {Functions(report.Functions)}; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
+            PrintAllowedCopies(report.Copies);
         }));
         return command;
     }
@@ -128,4 +129,11 @@ internal static partial class LiveCommands
         string.Join(", ", functions.Select(f => $"{f.Name} -> {f.NewSymbol}{Thunks.Describe(f)}"));
 
     internal static string Attempts(int attempts) => attempts > 1 ? $" ({attempts} attempts)" : "";
+
+    // What --allow-clones let through: each copy that stays old or changes with the function, one line each.
+    internal static void PrintAllowedCopies(IEnumerable<FunctionCopy> copies)
+    {
+        foreach (var copy in copies.Where(c => c.IsMissed))
+            Console.WriteLine($"  allowed (--allow-clones): {copy.Describe()}: {copy.Consequence()}");
+    }
 }

@@ -18,20 +18,22 @@ internal sealed class PayloadCommandOptions
     private readonly Option<string>? _consistency;
     private readonly Option<bool>? _force;
     private readonly Option<string[]>? _deny;
+    private readonly Option<bool>? _allowClones;
 
-    private PayloadCommandOptions(Option<int>? timeout, Option<string>? consistency, Option<bool>? force, Option<string[]>? deny)
+    private PayloadCommandOptions(Option<int>? timeout, Option<string>? consistency, Option<bool>? force, Option<string[]>? deny, Option<bool>? allowClones)
     {
         _timeout = timeout;
         _consistency = consistency;
         _force = force;
         _deny = deny;
+        _allowClones = allowClones;
     }
 
     /// <summary>
     /// Adds the process argument to <paramref name="command"/>, before its own, and the options asked for, before its
     /// own: <c>--timeout</c> (threads wait until it to stop and to leave <paramref name="timeoutWaitsOutOf"/>),
-    /// <c>--consistency</c> (actions that change which code runs), <c>--force</c> and <c>--deny</c> (actions that check
-    /// a payload object against the process).
+    /// <c>--consistency</c> (actions that change which code runs), <c>--force</c>, <c>--deny</c> and <c>--allow-clones</c>
+    /// (actions that check a payload object against the process).
     /// </summary>
     public static PayloadCommandOptions AddTo(Command command, bool timeout = false, bool consistency = false, bool checks = false,
         string timeoutWaitsOutOf = "the patched code")
@@ -40,10 +42,11 @@ internal sealed class PayloadCommandOptions
             timeout ? TimeoutOption(timeoutWaitsOutOf) : null,
             consistency ? ConsistencyOption() : null,
             checks ? ForceOption() : null,
-            checks ? DenyOption() : null);
+            checks ? DenyOption() : null,
+            checks ? AllowClonesOption() : null);
         command.Arguments.Insert(0, options._pid);
         var at = 0;
-        foreach (var option in new Option?[] { options._timeout, options._consistency, options._force, options._deny }.OfType<Option>())
+        foreach (var option in new Option?[] { options._timeout, options._consistency, options._force, options._deny, options._allowClones }.OfType<Option>())
             command.Options.Insert(at++, option);
         return options;
     }
@@ -58,6 +61,7 @@ internal sealed class PayloadCommandOptions
         Consistency = _consistency is not null && parse.GetValue(_consistency) == "stack" ? ConsistencyModel.Stack : ConsistencyModel.Entry,
         Force = _force is not null && parse.GetValue(_force),
         Deny = (_deny is null ? null : parse.GetValue(_deny)) ?? [],
+        AllowClones = _allowClones is not null && parse.GetValue(_allowClones),
         Cancellation = cancellation,
         Checkpoint = KillAtStep.FromEnvironment(),
     };
@@ -96,5 +100,11 @@ internal sealed class PayloadCommandOptions
     {
         Description = "A function never to patch (name or module!name); repeat for several.",
         AllowMultipleArgumentsPerToken = false,
+    };
+
+    private static Option<bool> AllowClonesOption() => new("--allow-clones")
+    {
+        Description = "Patch a function even when a copy of its code is not replaced (a gcc clone such as name.constprop.0, a copy inlined "
+            + "into a caller the payload keeps) or another name shares its body; what was found is printed.",
     };
 }

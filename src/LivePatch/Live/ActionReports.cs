@@ -7,7 +7,11 @@ namespace LivePatch.Live;
 /// <param name="Functions">The functions it will redirect, with the bytes it expects at each.</param>
 /// <param name="Memory">The memory mapped for it.</param>
 /// <param name="BuildIds">The build-ids it asked for and what the process has.</param>
-public sealed record LoadReport(string Payload, IReadOnlyList<AppliedFunctionInfo> Functions, IReadOnlyList<MappedBlock> Memory, IReadOnlyList<BuildIdCheck> BuildIds);
+public sealed record LoadReport(string Payload, IReadOnlyList<AppliedFunctionInfo> Functions, IReadOnlyList<MappedBlock> Memory, IReadOnlyList<BuildIdCheck> BuildIds)
+{
+    /// <summary>The copies of the replaced functions found (clones, aliases, inlined copies), replaced or allowed.</summary>
+    public IReadOnlyList<FunctionCopy> Copies { get; init; } = [];
+}
 
 /// <summary>What replacing every applied payload by a new one did, in one stop.</summary>
 /// <param name="Payload">The new payload's name.</param>
@@ -16,7 +20,11 @@ public sealed record LoadReport(string Payload, IReadOnlyList<AppliedFunctionInf
 /// <param name="ThreadsStopped">Threads held in the stop.</param>
 /// <param name="Pause">How long they were held.</param>
 /// <param name="Attempts">Stops made.</param>
-public sealed record ReplaceReport(string Payload, IReadOnlyList<string> Reverted, IReadOnlyList<AppliedFunctionInfo> Functions, int ThreadsStopped, TimeSpan Pause, int Attempts);
+public sealed record ReplaceReport(string Payload, IReadOnlyList<string> Reverted, IReadOnlyList<AppliedFunctionInfo> Functions, int ThreadsStopped, TimeSpan Pause, int Attempts)
+{
+    /// <summary>The copies of the new payload's functions found (clones, aliases, inlined copies), replaced or allowed.</summary>
+    public IReadOnlyList<FunctionCopy> Copies { get; init; } = [];
+}
 
 /// <summary>What unloading a payload freed.</summary>
 /// <param name="Payload">Its name.</param>

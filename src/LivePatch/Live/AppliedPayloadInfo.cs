@@ -113,7 +113,11 @@ public sealed record MappedBlock(ulong Address, ulong Size, string Use);
 /// <param name="ThreadsStopped">Threads held in the stop that made the change.</param>
 /// <param name="Pause">How long they were held, from the first interrupted to the last resumed.</param>
 /// <param name="Attempts">Stops made, including retries while a thread was inside a site.</param>
-public sealed record ApplyReport(string Payload, IReadOnlyList<AppliedFunctionInfo> Functions, int ThreadsStopped, TimeSpan Pause, int Attempts);
+public sealed record ApplyReport(string Payload, IReadOnlyList<AppliedFunctionInfo> Functions, int ThreadsStopped, TimeSpan Pause, int Attempts)
+{
+    /// <summary>The copies of the replaced functions found (clones, aliases, inlined copies), replaced or allowed.</summary>
+    public IReadOnlyList<FunctionCopy> Copies { get; init; } = [];
+}
 
 /// <summary>What reverting a payload did.</summary>
 /// <param name="Payload">The payload's name.</param>

@@ -33,6 +33,13 @@ public sealed class LivePatchOptions
     /// <summary>Functions never to patch, as <c>name</c> or <c>module!name</c> (besides those livepatch itself makes the target run).</summary>
     public IReadOnlyList<string> Deny { get; init; } = [];
 
+    /// <summary>
+    /// Patch a function even when a copy of its code stays old or changes with it: a gcc clone (<c>.isra</c>,
+    /// <c>.constprop</c>, <c>.part</c>) or an inlined copy the payload does not replace, or another name of its body.
+    /// What was found is reported either way.
+    /// </summary>
+    public bool AllowClones { get; init; }
+
     /// <summary>How long a payload's hook may run in the target before it is abandoned and the action fails (default 1 s).</summary>
     public TimeSpan HookTimeout { get; init; } = TimeSpan.FromSeconds(1);
 }

@@ -46,6 +46,11 @@ public enum LivePatchRefusal
     /// its slots disagree), or whose replacement would replace other functions too (an implementation they share).
     /// </summary>
     IndirectFunction,
+    /// <summary>
+    /// A copy of a replaced function's code is not replaced (a gcc clone, or a copy inlined into a function the payload
+    /// keeps) or another name shares its body: <see cref="LivePatchOptions.AllowClones"/> (<c>--allow-clones</c>) overrides.
+    /// </summary>
+    ClonesNotReplaced,
 }
 
 /// <summary>LivePatch refused an action on payloads; the message names the payload, the function or the process, and why. The target was not changed.</summary>

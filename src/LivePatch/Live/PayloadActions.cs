@@ -16,6 +16,7 @@ internal sealed class PayloadActions(LiveSession session)
     private readonly PayloadMemory _memory = new(session);
     private readonly HookRunner _hooks = new(session);
     private readonly IntentJournal _journal = new(session);
+    private readonly CloneFinder _clones = new(session);
 
     private int Pid => session.Pid;
 
@@ -35,7 +36,7 @@ internal sealed class PayloadActions(LiveSession session)
             _memory.FreeAfterFailure(loaded.Blocks);
             throw;
         }
-        return new LoadReport(payload.Name, loaded.Info.Functions, loaded.Info.Memory, loaded.Info.BuildIds);
+        return new LoadReport(payload.Name, loaded.Info.Functions, loaded.Info.Memory, loaded.Info.BuildIds) { Copies = loaded.Copies };
     }
 
     /// <summary>absent → Applied: loaded from its file and redirected in one stop.</summary>
@@ -46,7 +47,7 @@ internal sealed class PayloadActions(LiveSession session)
         var poked = false;
         try
         {
-            return Redirect(loaded.Info, record, -1, loaded.Entries.Select(e => (e.Symbol, e.PatchAddress)), LoopsBack(loaded.Entries), () => poked = true);
+            return Redirect(loaded.Info, record, -1, loaded.Entries.Select(e => (e.Symbol, e.PatchAddress)), LoopsBack(loaded.Entries), () => poked = true) with { Copies = loaded.Copies };
         }
         catch
         {
@@ -73,8 +74,9 @@ internal sealed class PayloadActions(LiveSession session)
                     $"{function.Name} in process {Pid} holds {Convert.ToHexStringLower(now)} at 0x{function.PatchAddress:x}, not the {Convert.ToHexStringLower(function.OriginalBytes)} payload '{info.Name}' was loaded against{HolderOf(function.PatchAddress, now, record)}; unload it and load it again");
         }
         var symbols = info.Functions.Select(f => (Symbol: IfuncPlanner.SymbolOf(session.Target, f), f.PatchAddress)).ToList();
+        var copies = _clones.Require(info.Name, [.. symbols.Select(s => s.Symbol)]);
         var loopsBack = symbols.Select(s => BranchIntoEntry.Find(session.Target, s.Symbol, s.PatchAddress)).OfType<BranchIntoEntry>().ToList();
-        return Redirect(info, record, index, symbols.Select(s => (s.Symbol, s.PatchAddress)), loopsBack);
+        return Redirect(info, record, index, symbols.Select(s => (s.Symbol, s.PatchAddress)), loopsBack) with { Copies = copies };
     }
 
     /// <summary>Applied → Reverted: its functions restored in one stop.</summary>
@@ -130,7 +132,7 @@ internal sealed class PayloadActions(LiveSession session)
             after.Add(loaded.Info with { State = PayloadState.Applied, AppliedAt = now, PauseMicroseconds = report.Pause.TotalMicroseconds, Threads = report.Threads });
             _journal.RecordOrUndo(after, sites);
             _hooks.AfterReplace(applied, loaded.Info);
-            return new ReplaceReport(payload.Name, [.. applied.Select(p => p.Name)], loaded.Info.Functions, report.Threads, report.Pause, report.Attempts);
+            return new ReplaceReport(payload.Name, [.. applied.Select(p => p.Name)], loaded.Info.Functions, report.Threads, report.Pause, report.Attempts) { Copies = loaded.Copies };
         }
         catch
         {
@@ -179,6 +181,7 @@ internal sealed class PayloadActions(LiveSession session)
             results.Add(new(entry.Name,
                 $"entry 0x{entry.PatchAddress:x} holds {Convert.ToHexStringLower(entry.Original)} ({(entry.StackedOn is { } on ? $"payload '{on}' on top: stacks on it" : "as in its file")}), not denied, {entry.Displaced.Length} bytes displaced{entry.Ifunc?.EntryNote}" +
                 (entry.LoopsBack is { } loop ? $"; {loop.Why}: no trampoline, and the jump is written only while no thread runs it or has it on its stack" : "")));
+        results.AddRange(_clones.Check(payload.Name, [.. entries.Select(e => e.Symbol)]));
         PayloadLifecycle.RequireDependencies(payload.Name, payload.Depends, record, Pid);
         results.AddRange(payload.Depends.Select(d => new CheckResult("depends", $"payload '{d}' is applied")));
         // Link where apply would map the blocks now, without mapping them: every symbol must resolve and every
@@ -204,13 +207,14 @@ internal sealed class PayloadActions(LiveSession session)
     }
 
     /// <summary>A payload uploaded and linked, not yet recorded: its record-to-be and what planning found.</summary>
-    private sealed record LoadedPayload(AppliedPayloadInfo Info, List<PlannedEntry> Entries, PayloadBlocks Blocks);
+    private sealed record LoadedPayload(AppliedPayloadInfo Info, List<PlannedEntry> Entries, PayloadBlocks Blocks, IReadOnlyList<FunctionCopy> Copies);
 
     /// <summary>Checks, allocates, links and writes the payload's code into the target; records nothing.</summary>
     private LoadedPayload LoadInto(Payload payload, List<AppliedPayloadInfo> record, bool fromOriginal)
     {
         var buildIds = _entries.CheckBuildIds(payload);
         var entries = payload.Functions.Select(f => _entries.Plan(f, record, fromOriginal)).ToList();
+        var copies = _clones.Require(payload.Name, [.. entries.Select(e => e.Symbol)]);
         var layout = PayloadLayout.Compute(payload);
         session.ThrowIfCancelled();
         var blocks = _memory.Allocate(layout, entries);
@@ -258,7 +262,7 @@ internal sealed class PayloadActions(LiveSession session)
                 DataHash = data.Length == 0 ? null : SHA256.HashData(data),
                 Hooks = HookRunner.Linked(payload, linked),
             };
-            return new LoadedPayload(info, entries, blocks);
+            return new LoadedPayload(info, entries, blocks, copies);
         }
         catch
         {
