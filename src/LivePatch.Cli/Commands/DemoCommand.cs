@@ -144,12 +144,17 @@ internal static class DemoCommand
             return target;
         }
 
-        /// <summary>Shows the next lines the target prints, passing over those it printed before now.</summary>
+        /// <summary>
+        /// Shows the next lines the target prints, passing over those it printed before now: those already read, and
+        /// the next one, which may have been on its way through the pipe (or computed by workers not yet scheduled)
+        /// when the change was made.
+        /// </summary>
         public void Show(int lines)
         {
             while (_lines.TryTake(out _))
             {
             }
+            _lines.TryTake(out _, TimeSpan.FromSeconds(5));
             for (var i = 0; i < lines; i++)
                 Console.WriteLine(_lines.TryTake(out var line, TimeSpan.FromSeconds(5)) ? $"   target: {line}" : "   target: (no output)");
         }

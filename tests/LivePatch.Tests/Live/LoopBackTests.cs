@@ -26,7 +26,7 @@ public class LoopBackTests
         var before = TargetSnapshot.Take(loops.Pid, loops.ReadyAddress("sum_to"));
         using var patcher = LivePatcher.Attach(loops.Pid, new LivePatchOptions { Timeout = TimeSpan.FromMilliseconds(500) });
 
-        var check = Assert.Single(patcher.Check(Payload.Load(LoopFix)), r => r.Name.EndsWith("!sum_to", StringComparison.Ordinal));
+        var check = Assert.Single(patcher.Check(Payload.Load(LoopFix)), r => r.Name.EndsWith("!sum_to", StringComparison.Ordinal) && r.Detail.StartsWith("entry ", StringComparison.Ordinal));
         var error = Assert.Throws<TargetException>(() => patcher.Apply(LoopFix));
 
         Assert.Contains("its code branches back into the bytes the jump replaces (jmp at +0xd to +0x2)", check.Detail, StringComparison.Ordinal);
