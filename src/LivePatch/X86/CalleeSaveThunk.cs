@@ -15,7 +15,7 @@ namespace LivePatch.X86;
 public static class CalleeSaveThunk
 {
     /// <summary>The most bytes a thunk takes.</summary>
-    public const int MaxSize = 512;
+    public const int MaxSize = 1024;
 
     /// <summary>Bytes of stack arguments copied for the new function: 16 of them.</summary>
     public const int StackArgumentBytes = 128;

@@ -1,0 +1,60 @@
+using Iced.Intel;
+using LivePatch.X86;
+
+namespace LivePatch.Tests.X86;
+
+/// <summary>The callee-save thunk's shape, decoded: aligned frame, stack arguments copied, every kept register saved before the call and restored after it.</summary>
+public class CalleeSaveThunkTests
+{
+    private const ulong At = 0x7f0000001000;
+    private const ulong Function = 0x7f0000100000;
+
+    public static TheoryData<int> Widths => [16, 32, 64];
+
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void The_widest_thunk_fits_and_keeps_every_register_but_rax_around_one_call(int width)
+    {
+        var all = ClobberSet.Everything.Except(ClobberSet.Of(Register.RAX)) with { Masks = 0, Vectors = width == 64 ? uint.MaxValue : 0xffff };
+
+        var code = CalleeSaveThunk.Assemble(At, Function, all, width);
+        var instructions = Decoded.All(code, At);
+
+        Assert.True(code.Length <= CalleeSaveThunk.MaxSize, $"{code.Length} bytes");
+        var frame = instructions[0];
+        Assert.Equal((Mnemonic.Sub, Register.RSP), (frame.Mnemonic, frame.Op0Register));
+        Assert.Equal(8, (int)(frame.Immediate32 % 16)); // rsp was 8 past a 16-byte boundary: aligned at the call
+        Assert.Contains(instructions, i => i.Mnemonic == Mnemonic.Movsq && i.HasRepPrefix);
+        var call = Assert.Single(instructions, i => i.Mnemonic == Mnemonic.Call);
+        Assert.Equal(Function, call.NearBranchTarget);
+        var callAt = instructions.IndexOf(call);
+        var saved = instructions.Take(callAt).Where(i => i.Op0Kind == OpKind.Memory && i.Op1Kind == OpKind.Register).Select(i => i.Op1Register.GetFullRegister()).ToHashSet();
+        var restored = instructions.Skip(callAt).Where(i => i.Op0Kind == OpKind.Register && i.Op1Kind == OpKind.Memory).Select(i => i.Op0Register.GetFullRegister()).ToHashSet();
+        foreach (var register in new[] { Register.RCX, Register.RDX, Register.RSI, Register.RDI, Register.R8, Register.R9, Register.R10, Register.R11 })
+        {
+            Assert.Contains(register, saved);
+            Assert.Contains(register, restored);
+        }
+        Assert.DoesNotContain(Register.RAX, restored); // the return value
+        Assert.Equal(width == 64 ? 32 : 16, restored.Count(r => r.IsVectorRegister()));
+        Assert.Equal((Mnemonic.Add, Register.RSP, frame.Immediate32), (instructions[^2].Mnemonic, instructions[^2].Op0Register, instructions[^2].Immediate32));
+        Assert.Equal(Mnemonic.Ret, instructions[^1].Mnemonic);
+    }
+
+    [Fact]
+    public void Mask_registers_and_upper_vectors_without_avx512_are_refused()
+    {
+        Assert.Throws<ArgumentException>(() => CalleeSaveThunk.Assemble(At, Function, ClobberSet.Of(Register.K1), 64));
+        Assert.Throws<ArgumentException>(() => CalleeSaveThunk.Assemble(At, Function, ClobberSet.Of(Register.XMM17), 32));
+    }
+
+    [Fact]
+    public void A_clobber_set_names_its_registers()
+    {
+        var set = ClobberSet.Of(Register.ECX).Union(ClobberSet.Of(Register.R8D)).Union(ClobberSet.Of(Register.XMM0)).Union(ClobberSet.Of(Register.YMM1)).Union(ClobberSet.Of(Register.ZMM3));
+
+        Assert.Equal("rcx, r8, xmm0-xmm1, xmm3", set.ToString());
+        Assert.Equal(ClobberSet.None, ClobberSet.Of(Register.RBX)); // callee-saved: never clobbered by a call
+        Assert.Equal(5, set.Count);
+    }
+}
