@@ -12,6 +12,8 @@ if (args.Length > 0 && args[0] == "sites")
     return LivePatch.Bench.Sites.ManySitesBenchmark.Run(args[1..]);
 if (args.Length > 0 && args[0] == "calls")
     return LivePatch.Bench.Calls.CallsBenchmark.Run(args[1..]);
+if (args.Length > 0 && args[0] == "stress")
+    return LivePatch.Bench.Stress.StressBenchmark.Run(args[1..]);
 if (args.Length > 0 && args[0] == "stacks")
     return LivePatch.Bench.Stacks.StackScanBenchmark.Run(args[1..]);
 BenchmarkSwitcher.FromAssembly(typeof(LivePatch.Bench.X86Benchmarks).Assembly).Run(args);

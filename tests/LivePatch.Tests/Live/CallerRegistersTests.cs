@@ -61,4 +61,20 @@ public class CallerRegistersTests
         Assert.Equal(applied.NewAddress, Decoded.All(applied.PatchBytes, applied.PatchAddress).Single().NearBranchTarget);
         worker.AssertValueBecomes("compute", 5);
     }
+
+    [Fact]
+    public void Apply_and_list_say_which_function_goes_through_a_thunk_and_what_it_keeps()
+    {
+        using var ipara = RunningTarget.Start("targets/ipara.c", "-O2 -g -pthread", "2");
+        var pid = ipara.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+        var applied = LivepatchCli.Run("apply", pid, Fix, "--timeout", "2000");
+        var listed = LivepatchCli.Run("list", pid, "--json");
+
+        Assert.Equal(0, applied.ExitCode);
+        Assert.Matches(@"^applied ipa_fix to \d+: ipara-[0-9A-F]+!scale -> scale_divided \(through a thunk keeping rcx\);", applied.Output);
+        Assert.Contains("\"keeps\": \"rcx\"", listed.Output, StringComparison.Ordinal);
+        Assert.Matches("\"thunk\": [1-9][0-9]*", listed.Output);
+        Assert.Equal(0, ipara.NextValue("wrong"));
+    }
 }
