@@ -29,14 +29,17 @@ internal sealed class ClobberAnalysis(TargetProcess target)
     /// <summary>The registers the payload's function at <paramref name="entry"/> (linked in <paramref name="linked"/>) may write.</summary>
     public ClobberSet OfPayloadFunction(LinkedPayload linked, ulong entry) => OfPayload(linked, entry, 0);
 
-    private ClobberSet OfTarget(ulong entry, int depth)
+    private ClobberSet OfTarget(ulong entry, int depth) => Remembered(entry, depth, () => ScanTarget(entry, depth));
+
+    // Each function's set once per walk, and remembered when it is complete. Recursion: a function's own writes are
+    // counted by its outermost visit; a set computed below a cut cycle may lack the writes of a function still in
+    // progress, so it is kept only for this walk.
+    private ClobberSet Remembered(ulong entry, int depth, Func<ClobberSet> scan)
     {
         if (_known.TryGetValue(entry, out var known))
             return known;
         if (depth > MaxDepth)
             return ClobberSet.Everything;
-        // Recursion: the function's own writes are counted by its outermost visit. A set computed below a cut cycle
-        // may lack the writes of a function still in progress: it is kept only for this walk, not remembered.
         if (!_inProgress.Add(entry))
         {
             _cyclesCut++;
@@ -45,7 +48,7 @@ internal sealed class ClobberAnalysis(TargetProcess target)
         var cutBefore = _cyclesCut;
         try
         {
-            var set = ScanTarget(entry, depth);
+            var set = scan();
             if (_cyclesCut == cutBefore || _inProgress.Count == 1)
                 _known[entry] = set;
             return set;
@@ -71,32 +74,7 @@ internal sealed class ClobberAnalysis(TargetProcess target)
         return Follow(FunctionCode.Scan(code.Span, entry), next => OfTarget(next, depth + 1));
     }
 
-    private ClobberSet OfPayload(LinkedPayload linked, ulong entry, int depth)
-    {
-        if (_known.TryGetValue(entry, out var known))
-            return known;
-        if (depth > MaxDepth)
-            return ClobberSet.Everything;
-        // Recursion: the function's own writes are counted by its outermost visit. A set computed below a cut cycle
-        // may lack the writes of a function still in progress: it is kept only for this walk, not remembered.
-        if (!_inProgress.Add(entry))
-        {
-            _cyclesCut++;
-            return ClobberSet.None;
-        }
-        var cutBefore = _cyclesCut;
-        try
-        {
-            var set = ScanPayload(linked, entry, depth);
-            if (_cyclesCut == cutBefore || _inProgress.Count == 1)
-                _known[entry] = set;
-            return set;
-        }
-        finally
-        {
-            _inProgress.Remove(entry);
-        }
-    }
+    private ClobberSet OfPayload(LinkedPayload linked, ulong entry, int depth) => Remembered(entry, depth, () => ScanPayload(linked, entry, depth));
 
     private ClobberSet ScanPayload(LinkedPayload linked, ulong entry, int depth)
     {

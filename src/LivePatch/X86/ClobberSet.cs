@@ -120,8 +120,13 @@ public sealed record FunctionCode(ClobberSet Written, IReadOnlyList<ulong> Calls
             written = written.Union(ClobberSet.WrittenBy(instruction, factory));
             switch (instruction.FlowControl)
             {
-                case FlowControl.Call:
+                case FlowControl.Call when instruction.Op0Kind is OpKind.NearBranch16 or OpKind.NearBranch32 or OpKind.NearBranch64:
                     calls.Add(instruction.NearBranchTarget);
+                    break;
+                case FlowControl.Call when instruction.Mnemonic is Mnemonic.Syscall:
+                    break; // what the kernel writes (rcx, r11, rax) is in the instruction's own info
+                case FlowControl.Call:
+                    opaque ??= $"a far call at 0x{instruction.IP:x}";
                     break;
                 case FlowControl.IndirectCall:
                     opaque ??= $"an indirect call at 0x{instruction.IP:x}";

@@ -57,4 +57,23 @@ public class CalleeSaveThunkTests
         Assert.Equal(ClobberSet.None, ClobberSet.Of(Register.RBX)); // callee-saved: never clobbered by a call
         Assert.Equal(5, set.Count);
     }
+
+    // ipara.c's scale: mov bias(%rip),%edx; lea (%rdi,%rdi,2),%eax; add %edx,%eax; ret
+    [Theory]
+    [InlineData("8b15ea2d0000 8d047f 01d0 c3", "rax, rdx", 0, 0, null)]
+    // getpid: mov $39,%eax; syscall; ret (the kernel writes rcx and r11)
+    [InlineData("b827000000 0f05 c3", "rax, rcx, r11", 0, 0, null)]
+    // a call, then a tail call out: call +0x100; jmp +0x200
+    [InlineData("e800010000 e900020000", "none", 1, 1, null)]
+    // pxor %xmm3,%xmm3; vzeroupper is not counted as a write of every ymm by Iced, vmovdqa ymm5 is
+    [InlineData("660fefdb c5fd6fe9 c3", "xmm3, xmm5", 0, 0, null)]
+    // call *%rax: unknown code
+    [InlineData("ffd0 c3", "none", 0, 0, "an indirect call at 0x401000")]
+    public void A_function_s_writes_calls_and_exits_are_read_from_its_code(string hex, string written, int calls, int exits, string? opaque)
+    {
+        var code = FunctionCode.Scan(Decoded.Hex(hex), 0x401000);
+
+        Assert.Equal(written, code.Written.ToString());
+        Assert.Equal((calls, exits, opaque), (code.Calls.Count, code.Exits.Count, code.Opaque));
+    }
 }
