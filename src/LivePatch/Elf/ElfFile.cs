@@ -128,6 +128,36 @@ public sealed class ElfFile
         return ReadOnlyMemory<byte>.Empty;
     }
 
+    /// <summary>
+    /// The shared object's name as its <c>DT_SONAME</c> gives it (<c>libz.so.1</c>): what <c>DT_NEEDED</c>, <c>ldd</c> and
+    /// operators call it, while the file may be <c>libz.so.1.2.13</c>. Null for a file without one (executables).
+    /// </summary>
+    /// <exception cref="ElfFormatException">The dynamic section or its string table lies.</exception>
+    public string? Soname => (_soname ??= ReadSoname() ?? "") is { Length: > 0 } name ? name : null;
+
+    private string? _soname;
+
+    private string? ReadSoname()
+    {
+        const long DtNull = 0, DtSoname = 14;
+        var dynamic = Sections.FirstOrDefault(s => s.Type == ElfSectionType.Dynamic);
+        if (dynamic is null || dynamic.Link >= Sections.Count)
+            return null;
+        var strings = Sections[(int)dynamic.Link];
+        if (strings.Type != ElfSectionType.StringTable)
+            return null;
+        var data = GetSectionData(dynamic).Span;
+        for (var offset = 0; offset + 16 <= data.Length; offset += 16)
+        {
+            var tag = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(data[offset..]);
+            if (tag == DtNull)
+                break;
+            if (tag == DtSoname)
+                return ReadString(strings, (uint)System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(data[(offset + 8)..]));
+        }
+        return null;
+    }
+
     /// <summary>Returns the first section named <paramref name="name"/>, or null.</summary>
     public ElfSection? FindSection(string name)
     {

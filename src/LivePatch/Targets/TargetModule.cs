@@ -60,12 +60,33 @@ public sealed class TargetModule
     /// <summary>Every defined function and data symbol of the module, at its address in the process.</summary>
     public IReadOnlyList<TargetSymbol> Symbols => _symbols.Value;
 
-    /// <summary>True when <paramref name="spec"/> (a file name, a name without <c>.so...</c> suffix, or a path) names this module.</summary>
-    public bool Matches(string spec) =>
-        string.Equals(spec, Name, StringComparison.Ordinal)
-        || string.Equals(spec, Path, StringComparison.Ordinal)
-        || (Name.Contains(".so", StringComparison.Ordinal) && string.Equals(spec, Name[..Name.IndexOf(".so", StringComparison.Ordinal)], StringComparison.Ordinal))
-        || (!Name.Contains('.', StringComparison.Ordinal) && string.Equals(spec, Name, StringComparison.Ordinal));
+    /// <summary>
+    /// True when <paramref name="spec"/> names this module: its file name (<c>libz.so.1.2.13</c>), its path, its soname
+    /// (<c>libz.so.1</c>, what DT_NEEDED and <c>ldd</c> say), or either without its <c>.so</c> suffix and version
+    /// (<c>libz</c>).
+    /// </summary>
+    public bool Matches(string spec)
+    {
+        if (string.Equals(spec, Name, StringComparison.Ordinal) || string.Equals(spec, Path, StringComparison.Ordinal))
+            return true;
+        string? soname;
+        try
+        {
+            soname = IsMainExecutable ? null : Elf.Soname;
+        }
+        catch (Exception error) when (error is TargetException or ElfFormatException)
+        {
+            soname = null;
+        }
+        if (soname is not null && string.Equals(spec, soname, StringComparison.Ordinal))
+            return true;
+        return string.Equals(spec, WithoutSuffix(Name), StringComparison.Ordinal)
+            || (soname is not null && string.Equals(spec, WithoutSuffix(soname), StringComparison.Ordinal));
+    }
+
+    // libz.so.1.2.13 -> libz; a name without ".so" stays as it is (an executable's name has no version to drop).
+    private static string WithoutSuffix(string name) =>
+        name.Contains(".so", StringComparison.Ordinal) ? name[..name.IndexOf(".so", StringComparison.Ordinal)] : name;
 
     /// <inheritdoc />
     public override string ToString() => $"{Name} at 0x{Start:x}";

@@ -80,7 +80,7 @@ public sealed class TargetProcess : IDisposable
 
     /// <summary>
     /// Finds the one symbol <paramref name="spec"/> names: <c>name</c>, or <c>module!name</c> where module is a file
-    /// name (<c>libc.so.6</c>), that name without its <c>.so</c> suffix (<c>libc</c>) or a path. Static symbols count
+    /// name (<c>libz.so.1.2.13</c>), its soname (<c>libz.so.1</c>), either without its <c>.so</c> suffix (<c>libz</c>) or a path. Static symbols count
     /// when the module has a <c>.symtab</c>; old symbol versions (<c>name@VER</c>) count only when no default exists.
     /// </summary>
     /// <exception cref="SymbolResolutionException">No symbol, or several at different addresses; the message lists them.</exception>
@@ -99,15 +99,19 @@ public sealed class TargetProcess : IDisposable
     }
 
     /// <summary>
-    /// The modules <paramref name="moduleSpec"/> names (file name, name without <c>.so</c> suffix, or path).
+    /// The module <paramref name="moduleSpec"/> names (file name, soname, either without its <c>.so</c> suffix and
+    /// version, or path), with its mappings of other inodes if the file was replaced while mapped.
     /// </summary>
-    /// <exception cref="SymbolResolutionException">None does; the message lists the modules there are.</exception>
+    /// <exception cref="SymbolResolutionException">None does (the message lists the modules there are), or several do.</exception>
     internal List<TargetModule> ModulesNamed(string moduleSpec, string? forSpec = null)
     {
         var modules = Modules.Where(m => m.Matches(moduleSpec)).ToList();
         if (modules.Count == 0)
             throw new SymbolResolutionException(forSpec ?? moduleSpec, [],
                 $"process {Pid} has no module '{moduleSpec}'{(forSpec is null ? "" : $" (for '{forSpec}')")}; modules: {string.Join(", ", Modules.Select(m => m.Name).Distinct())}");
+        if (modules.DistinctBy(m => m.Path).Count() > 1)
+            throw new SymbolResolutionException(forSpec ?? moduleSpec, [],
+                $"'{moduleSpec}' names several modules in process {Pid}: {string.Join(", ", modules.Select(m => m.Path).Distinct().Order(StringComparer.Ordinal))}; name one by its file name, soname or path");
         return modules;
     }
 

@@ -37,6 +37,50 @@ public class TargetProcessTests
         Assert.Contains("no module 'libnothere.so'", unknownModule.Message, StringComparison.Ordinal);
     }
 
+    // As distributions install them: the file libscale.so.1.0.7, its soname libscale.so.1 (a link to it, what
+    // DT_NEEDED names), and the name operators write without a version.
+    [Fact]
+    public void A_library_is_named_by_its_file_name_its_soname_or_its_name_without_version()
+    {
+        var directory = ExternalTool.ScratchDirectory("soname");
+        var library = Gcc.Compile("targets/libscale.c", "-O2 -g -shared -fPIC -Wl,-soname,libscale.so.1", Path.Combine(directory, "libscale.so.1.0.7"));
+        File.CreateSymbolicLink(Path.Combine(directory, "libscale.so.1"), library);
+        var executable = Gcc.Compile("targets/withlib.c", $"-O2 -g -Wl,--no-as-needed {Path.Combine(directory, "libscale.so.1")} -Wl,-rpath,{directory}", Path.Combine(directory, "withlib-soname"));
+        using var withlib = RunningTarget.StartExecutable(executable);
+        using var target = TargetProcess.Open(withlib.Pid);
+
+        var scale = target.ResolveSymbol("libscale.so.1.0.7!scale");
+
+        var module = Assert.Single(target.Modules, m => m.Name == "libscale.so.1.0.7");
+        Assert.Equal("libscale.so.1", module.Elf.Soname);
+        Assert.Null(target.MainModule.Elf.Soname);
+        Assert.Equal(scale.Address, target.ResolveSymbol("libscale.so.1!scale").Address);
+        Assert.Equal(scale.Address, target.ResolveSymbol("libscale!scale").Address);
+        Assert.Equal(scale.Address, target.ResolveSymbol($"{module.Path}!scale").Address);
+        var unknown = Assert.Throws<SymbolResolutionException>(() => target.ResolveSymbol("libscale.so.2!scale"));
+        Assert.Contains("no module 'libscale.so.2'", unknown.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_name_that_fits_two_libraries_is_refused_naming_both()
+    {
+        var directory = ExternalTool.ScratchDirectory("sonames");
+        foreach (var version in new[] { "1", "2" })
+        {
+            var file = Gcc.Compile("targets/libscale.c", $"-O2 -g -shared -fPIC -Wl,-soname,libscale.so.{version}", Path.Combine(directory, $"libscale.so.{version}.0.0"));
+            File.CreateSymbolicLink(Path.Combine(directory, $"libscale.so.{version}"), file);
+        }
+        var executable = Gcc.Compile("targets/withlib.c",
+            $"-O2 -g -Wl,--no-as-needed {Path.Combine(directory, "libscale.so.1")} {Path.Combine(directory, "libscale.so.2")} -Wl,-rpath,{directory}", Path.Combine(directory, "withlib-two"));
+        using var withlib = RunningTarget.StartExecutable(executable);
+        using var target = TargetProcess.Open(withlib.Pid);
+
+        var error = Assert.Throws<SymbolResolutionException>(() => target.ResolveSymbol("libscale!scale"));
+
+        Assert.Matches(@"^'libscale' names several modules in process \d+: .*/libscale\.so\.1\.0\.0, .*/libscale\.so\.2\.0\.0; name one by its file name, soname or path$", error.Message);
+        Assert.NotEqual(target.ResolveSymbol("libscale.so.1!scale").Address, target.ResolveSymbol("libscale.so.2!scale").Address);
+    }
+
     [Fact]
     public void An_unknown_symbol_is_named_in_the_error()
     {
