@@ -43,7 +43,7 @@ internal sealed record BranchIntoEntry(string Function, string Branch, CodeRange
             if (target64 >= patchAddress && target64 < jumpEnd)
             {
                 var branch = $"{instruction.Mnemonic.ToString().ToLowerInvariant()} at +0x{instruction.IP - symbol.Address:x} to +0x{target64 - symbol.Address:x}";
-                return new BranchIntoEntry($"{symbol.Module.Name}!{symbol.Name}", branch, body);
+                return new BranchIntoEntry(symbol.QualifiedName, branch, body);
             }
         }
         return null;

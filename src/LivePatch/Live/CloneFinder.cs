@@ -156,7 +156,7 @@ internal sealed class CloneFinder(LiveSession session)
             + (what.Count == 0 ? "pass --allow-clones if that is intended" : $"{string.Join(", ", what)}, or pass --allow-clones to patch anyway"));
     }
 
-    private static string NameOf(TargetSymbol symbol) => $"{symbol.Module.Name}!{symbol.Name}";
+    private static string NameOf(TargetSymbol symbol) => symbol.QualifiedName;
 
     private static string Bare(string qualified) => qualified[(qualified.LastIndexOf('!') + 1)..];
 

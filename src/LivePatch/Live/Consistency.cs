@@ -82,7 +82,7 @@ internal static class StackConsistency
     public static CodeRange OldFunction(TargetProcess target, TargetSymbol symbol, ulong patchAddress)
     {
         var end = symbol.Size != 0 ? symbol.Address + symbol.Size : UnsizedEnd(target, symbol);
-        return new CodeRange(symbol.Address, end, patchAddress + 1, $"{symbol.Module.Name}!{symbol.Name}");
+        return new CodeRange(symbol.Address, end, patchAddress + 1, symbol.QualifiedName);
     }
 
     /// <summary>

@@ -17,7 +17,7 @@ internal sealed record PlannedEntry(PayloadFunction Function, TargetSymbol Symbo
     public IfuncUse? Ifunc { get; init; }
 
     /// <summary><c>module!name</c> (<c>module!name (ifunc: implementation)</c> through an IFUNC), for messages and the record.</summary>
-    public string Name => Ifunc?.Name ?? $"{Symbol.Module.Name}!{Symbol.Name}";
+    public string Name => Ifunc?.Name ?? Symbol.QualifiedName;
 }
 
 /// <summary>
@@ -79,7 +79,7 @@ internal sealed class EntryPlanner(LiveSession session)
         var original = file.AsSpan(offset, covered.Length);
         if (!stacked && !entry.SequenceEqual(original))
             throw new PatchRefusedException(LivePatchRefusal.CodeChanged,
-                $"{symbol.Module.Name}!{symbol.Name} in process {Pid} holds {Convert.ToHexStringLower(entry)} at its entry 0x{patchAddress:x}, not the {Convert.ToHexStringLower(original)} of its file{(top is null ? "" : $" nor the jump of payload '{top.Name}'")}: another tool changed it; refusing to patch over it");
+                $"{symbol.QualifiedName} in process {Pid} holds {Convert.ToHexStringLower(entry)} at its entry 0x{patchAddress:x}, not the {Convert.ToHexStringLower(original)} of its file{(top is null ? "" : $" nor the jump of payload '{top.Name}'")}: another tool changed it; refusing to patch over it");
         if (fromOriginal || !stacked)
             return new PlannedEntry(function, symbol, patchAddress, original[..JumpLength].ToArray(), original.ToArray(), null,
                 BranchIntoEntry.Find(session.Target, symbol, patchAddress)) { Ifunc = ifunc };
@@ -144,7 +144,7 @@ internal sealed class EntryPlanner(LiveSession session)
     /// <summary>Functions livepatch itself makes the target run (its system calls), and the user's deny list.</summary>
     private void RefuseDenied(TargetSymbol symbol)
     {
-        var name = $"{symbol.Module.Name}!{symbol.Name}";
+        var name = symbol.QualifiedName;
         if (session.Options.Deny.Any(d => d == symbol.Name || d == name))
             throw new PatchRefusedException(LivePatchRefusal.Denied, $"{name} in process {Pid} is on the deny list; refusing to patch it");
         var syscall = session.Process.SyscallInstruction;
@@ -154,7 +154,7 @@ internal sealed class EntryPlanner(LiveSession session)
     }
 
     private PatchRefusedException TooShort(TargetSymbol symbol, string why) =>
-        new(LivePatchRefusal.FunctionTooShort, $"function {symbol.Module.Name}!{symbol.Name} in process {Pid} is too short for a {JumpLength}-byte jump: {why}");
+        new(LivePatchRefusal.FunctionTooShort, $"function {symbol.QualifiedName} in process {Pid} is too short for a {JumpLength}-byte jump: {why}");
 
     // The function may sit at the very end of its mapping: read what is mapped, up to count bytes.
     private byte[] ReadAvailable(ulong address, int count)

@@ -172,6 +172,9 @@ public sealed record TargetSymbol(TargetModule Module, string Name, ulong Addres
     /// <summary>True for a function (including GNU indirect functions).</summary>
     public bool IsFunction => Type is ElfSymbolType.Function or ElfSymbolType.GnuIndirectFunction;
 
+    /// <summary>How it is named: <c>module!name</c>, or <c>module+0xOFFSET</c> for a function without a name.</summary>
+    public string QualifiedName => Name.StartsWith("+0x", StringComparison.Ordinal) ? $"{Module.Name}{Name}" : $"{Module.Name}!{Name}";
+
     /// <summary>How the symbol is written in messages: <c>module!name at 0x...</c>.</summary>
-    public override string ToString() => $"{Module.Name}!{Name} at 0x{Address:x}{(Binding == ElfSymbolBinding.Local ? " (static)" : "")}";
+    public override string ToString() => $"{QualifiedName} at 0x{Address:x}{(Binding == ElfSymbolBinding.Local ? " (static)" : "")}";
 }

@@ -82,10 +82,16 @@ public sealed class TargetProcess : IDisposable
     /// Finds the one symbol <paramref name="spec"/> names: <c>name</c>, or <c>module!name</c> where module is a file
     /// name (<c>libz.so.1.2.13</c>), its soname (<c>libz.so.1</c>), either without its <c>.so</c> suffix (<c>libz</c>) or a path. Static symbols count
     /// when the module has a <c>.symtab</c>; old symbol versions (<c>name@VER</c>) count only when no default exists.
+    /// A function without a name (a stripped binary) is <c>module+0xOFFSET</c>: OFFSET is its address in the module's
+    /// file, as <c>nm</c> and <c>objdump</c> of an unstripped build show it; the symbol there is returned, or an
+    /// unnamed function of unknown size (<c>+0xOFFSET</c>).
     /// </summary>
-    /// <exception cref="SymbolResolutionException">No symbol, or several at different addresses; the message lists them.</exception>
+    /// <exception cref="SymbolResolutionException">No symbol, or several at different addresses; the message lists them; or an offset outside the module's code.</exception>
     public TargetSymbol ResolveSymbol(string spec)
     {
+        ArgumentException.ThrowIfNullOrEmpty(spec);
+        if (AtOffset(spec) is { } atOffset)
+            return atOffset;
         var (moduleSpec, name) = SplitSpec(spec);
         var modules = moduleSpec is null ? Modules : ModulesNamed(moduleSpec, spec);
         var candidates = Candidates(modules, name);
@@ -122,6 +128,22 @@ public sealed class TargetProcess : IDisposable
         if (all.Any(s => !s.IsNonDefaultVersion))
             all.RemoveAll(s => s.IsNonDefaultVersion);
         return [.. all.DistinctBy(s => s.Address)];
+    }
+
+    // module+0xOFFSET: the function at that link-time address of the module (a symbol's, or an unnamed one).
+    private TargetSymbol? AtOffset(string spec)
+    {
+        var plus = spec.LastIndexOf("+0x", StringComparison.Ordinal);
+        if (plus <= 0 || spec.Contains('!', StringComparison.Ordinal)
+            || !ulong.TryParse(spec.AsSpan(plus + 3), System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out var offset))
+            return null;
+        var module = ModulesNamed(spec[..plus], spec)[0];
+        var address = module.LoadBias + offset;
+        if (!module.Regions.Any(r => r.Contains(address) && r.Protection.HasFlag(MemoryProtection.Execute)))
+            throw new SymbolResolutionException(spec, [],
+                $"'{spec}' in process {Pid} is 0x{address:x}, not in the code of {module.Name} (the offset is the address as nm shows it in the module's file)");
+        var named = module.Symbols.Where(s => s.Address == address && s.IsFunction).OrderBy(s => s.IsNonDefaultVersion).FirstOrDefault();
+        return named ?? new TargetSymbol(module, $"+0x{offset:x}", address, 0, ElfSymbolType.Function, ElfSymbolBinding.Local, false, false);
     }
 
     internal static (string? Module, string Name) SplitSpec(string spec)
