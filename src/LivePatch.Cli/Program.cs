@@ -18,6 +18,7 @@ var root = new RootCommand("livepatch: patch the machine code of running x86-64 
     KeyCommand.Create(),
     CallSitesCommand.Create(),
     CpuCommand.Create(),
+    SymbolsCommand.Create(),
 };
 HelpWithExitCodes.Install(root);
 // Piped or redirected, Spectre.Console assumes 80 columns and folds every table cell (a log or a pager has room),
