@@ -57,8 +57,20 @@ public sealed class TargetModule
     /// <summary>The GNU build-id of the mapped file, or null when it has none.</summary>
     public string? BuildId => Elf.BuildId;
 
-    /// <summary>Every defined function and data symbol of the module, at its address in the process.</summary>
+    /// <summary>
+    /// Every defined function and data symbol of the module, at its address in the process: from its <c>.symtab</c>
+    /// (static functions too) and <c>.dynsym</c>, or, when it is stripped, from its separate debug file.
+    /// </summary>
     public IReadOnlyList<TargetSymbol> Symbols => _symbols.Value;
+
+    /// <summary>True when the module's file has no <c>.symtab</c>: only exported names are in it.</summary>
+    public bool IsStripped => Elf.FindSection(".symtab") is null;
+
+    /// <summary>The separate debug file whose <c>.symtab</c> gave the symbols of a stripped module, or null.</summary>
+    public string? DebugFile { get; private set; }
+
+    /// <summary>For a stripped module: where a debug file was looked for and not found or not taken (and why).</summary>
+    public IReadOnlyList<string> DebugFilesLooked { get; private set; } = [];
 
     /// <summary>
     /// True when <paramref name="spec"/> names this module: its file name (<c>libz.so.1.2.13</c>), its path, its soname
@@ -133,6 +145,7 @@ public sealed class TargetModule
         var seen = new HashSet<(string, ulong)>();
         foreach (var symbol in elf.Symbols)
             Add(symbol, fromDynamic: false, hidden: false);
+
         var versions = elf.Sections.FirstOrDefault(s => s.Type == ElfSectionType.GnuVersionSymbols);
         var versionData = versions is null ? default : elf.GetSectionData(versions).Span;
         foreach (var symbol in elf.DynamicSymbols)
@@ -142,9 +155,21 @@ public sealed class TargetModule
                 && (BinaryPrimitives.ReadUInt16LittleEndian(versionData[(symbol.Index * 2)..]) & 0x8000) != 0;
             Add(symbol, fromDynamic: true, hidden);
         }
+        // Stripped: the debug file gives back what stripping removed (its own tables' symbols stay as they are).
+        if (IsStripped)
+        {
+            var looked = new List<string>();
+            if (DebugFiles.Find(elf, Path, DebugFiles.Directories(), looked) is { } debug)
+            {
+                DebugFile = debug.Path;
+                foreach (var symbol in debug.File.Symbols)
+                    Add(symbol, fromDynamic: false, hidden: false, fromDebugFile: true);
+            }
+            DebugFilesLooked = looked;
+        }
         return symbols;
 
-        void Add(ElfSymbol symbol, bool fromDynamic, bool hidden)
+        void Add(ElfSymbol symbol, bool fromDynamic, bool hidden, bool fromDebugFile = false)
         {
             if (symbol.Name.Length == 0 || symbol.SectionIndex == ElfSymbol.UndefinedSection || symbol.SectionIndex == ElfSymbol.CommonSection)
                 return;
@@ -153,7 +178,7 @@ public sealed class TargetModule
             var address = symbol.SectionIndex == ElfSymbol.AbsoluteSection ? symbol.Value : symbol.Value + bias;
             if (!seen.Add((symbol.Name, address)))
                 return;
-            symbols.Add(new TargetSymbol(this, symbol.Name, address, symbol.Size, symbol.Type, symbol.Binding, fromDynamic, hidden));
+            symbols.Add(new TargetSymbol(this, symbol.Name, address, symbol.Size, symbol.Type, symbol.Binding, fromDynamic, hidden) { FromDebugFile = fromDebugFile });
         }
     }
 }
@@ -171,6 +196,9 @@ public sealed record TargetSymbol(TargetModule Module, string Name, ulong Addres
 {
     /// <summary>True for a function (including GNU indirect functions).</summary>
     public bool IsFunction => Type is ElfSymbolType.Function or ElfSymbolType.GnuIndirectFunction;
+
+    /// <summary>True when it came from the module's separate debug file (the module is stripped), not its own tables.</summary>
+    public bool FromDebugFile { get; init; }
 
     /// <summary>How it is named: <c>module!name</c>, or <c>module+0xOFFSET</c> for a function without a name.</summary>
     public string QualifiedName => Name.StartsWith("+0x", StringComparison.Ordinal) ? $"{Module.Name}{Name}" : $"{Module.Name}!{Name}";

@@ -98,7 +98,7 @@ public sealed class TargetProcess : IDisposable
         return candidates.Count switch
         {
             1 => candidates[0],
-            0 => throw new SymbolResolutionException(spec, [], $"process {Pid} has no symbol '{spec}'"),
+            0 => throw new SymbolResolutionException(spec, [], $"process {Pid} has no symbol '{spec}'{StrippedHint(modules)}"),
             _ => throw new SymbolResolutionException(spec, candidates,
                 $"'{spec}' is ambiguous in process {Pid}: {string.Join(", ", candidates)}; name one as module!name"),
         };
@@ -121,13 +121,32 @@ public sealed class TargetProcess : IDisposable
         return modules;
     }
 
-    /// <summary>The symbols named <paramref name="name"/> in <paramref name="modules"/>, one per address, default versions first.</summary>
+    /// <summary>
+    /// The symbols named <paramref name="name"/> in <paramref name="modules"/>, one per address, default versions first;
+    /// symbols of separate debug files only when no module's own tables have the name.
+    /// </summary>
     internal static List<TargetSymbol> Candidates(IEnumerable<TargetModule> modules, string name)
     {
         var all = modules.SelectMany(m => m.Symbols.Where(s => s.Name == name)).ToList();
+        // A debug file gives back what stripping removed: a name the modules' own tables have is theirs (ld.so's
+        // private strlen in its debug file does not make libc's strlen ambiguous).
+        if (all.Any(s => !s.FromDebugFile))
+            all.RemoveAll(s => s.FromDebugFile);
         if (all.Any(s => !s.IsNonDefaultVersion))
             all.RemoveAll(s => s.IsNonDefaultVersion);
         return [.. all.DistinctBy(s => s.Address)];
+    }
+
+    // Why a name may be missing: stripped modules without a debug file, and where one was looked for.
+    private static string StrippedHint(IEnumerable<TargetModule> modules)
+    {
+        var named = modules.DistinctBy(m => m.Path).ToList();
+        var stripped = named.Where(m => m.IsStripped && m.DebugFile is null && (named.Count == 1 || m.IsMainExecutable)).ToList();
+        if (stripped.Count == 0)
+            return "";
+        var module = stripped[0];
+        return $" ({module.Name} is stripped and no debug file of it was found: looked for {string.Join(", ", module.DebugFilesLooked.DefaultIfEmpty("none (it has neither a build-id nor a .gnu_debuglink)"))}; " +
+            $"install its debug package, or put its debug file in {DebugFiles.DirectoryVariable}; a function without a name is module+0xOFFSET)";
     }
 
     // module+0xOFFSET: the function at that link-time address of the module (a symbol's, or an unnamed one).
