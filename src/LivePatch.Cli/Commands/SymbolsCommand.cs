@@ -81,7 +81,7 @@ internal static class SymbolsCommand
             IReadOnlyList<TargetSymbol> symbols;
             try
             {
-                symbols = module.Symbols;
+                symbols = [.. module.Symbols, .. module.DebugSymbols];
             }
             catch (LivePatchException)
             {

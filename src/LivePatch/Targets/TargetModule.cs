@@ -57,16 +57,46 @@ public sealed class TargetModule
     /// <summary>The GNU build-id of the mapped file, or null when it has none.</summary>
     public string? BuildId => Elf.BuildId;
 
-    /// <summary>
-    /// Every defined function and data symbol of the module, at its address in the process: from its <c>.symtab</c>
-    /// (static functions too) and <c>.dynsym</c>, or, when it is stripped, from its separate debug file.
-    /// </summary>
+    /// <summary>Every defined function and data symbol of the module's own tables (<c>.symtab</c>, static ones too, and <c>.dynsym</c>), at its address in the process.</summary>
     public IReadOnlyList<TargetSymbol> Symbols => _symbols.Value;
+
+    /// <summary>
+    /// For a stripped module, the symbols of its separate debug file (what stripping removed), read when first asked
+    /// for; empty when it is not stripped or no debug file of it was found (<see cref="DebugFilesLooked"/> says where).
+    /// </summary>
+    public IReadOnlyList<TargetSymbol> DebugSymbols => _debugSymbols ??= ReadDebugSymbols();
+
+    private IReadOnlyList<TargetSymbol>? _debugSymbols;
+
+    private List<TargetSymbol> ReadDebugSymbols()
+    {
+        var symbols = new List<TargetSymbol>();
+        if (!IsStripped)
+            return symbols;
+        var looked = new List<string>();
+        if (DebugFiles.Find(Elf, Path, DebugFiles.Directories(), looked) is { } debug)
+        {
+            DebugFile = debug.Path;
+            var seen = Symbols.Select(s => (s.Name, s.Address)).ToHashSet();
+            foreach (var symbol in debug.File.Symbols)
+            {
+                if (symbol.Name.Length == 0 || symbol.SectionIndex is ElfSymbol.UndefinedSection or ElfSymbol.CommonSection or ElfSymbol.AbsoluteSection)
+                    continue;
+                if (symbol.Type is not (ElfSymbolType.Function or ElfSymbolType.DataObject or ElfSymbolType.GnuIndirectFunction or ElfSymbolType.NoType))
+                    continue;
+                var address = symbol.Value + LoadBias;
+                if (seen.Add((symbol.Name, address)))
+                    symbols.Add(new TargetSymbol(this, symbol.Name, address, symbol.Size, symbol.Type, symbol.Binding, false, false) { FromDebugFile = true });
+            }
+        }
+        DebugFilesLooked = looked;
+        return symbols;
+    }
 
     /// <summary>True when the module's file has no <c>.symtab</c>: only exported names are in it.</summary>
     public bool IsStripped => Elf.FindSection(".symtab") is null;
 
-    /// <summary>The separate debug file whose <c>.symtab</c> gave the symbols of a stripped module, or null.</summary>
+    /// <summary>The separate debug file whose <c>.symtab</c> gave <see cref="DebugSymbols"/>, or null (read them first).</summary>
     public string? DebugFile { get; private set; }
 
     /// <summary>For a stripped module: where a debug file was looked for and not found or not taken (and why).</summary>
@@ -155,21 +185,9 @@ public sealed class TargetModule
                 && (BinaryPrimitives.ReadUInt16LittleEndian(versionData[(symbol.Index * 2)..]) & 0x8000) != 0;
             Add(symbol, fromDynamic: true, hidden);
         }
-        // Stripped: the debug file gives back what stripping removed (its own tables' symbols stay as they are).
-        if (IsStripped)
-        {
-            var looked = new List<string>();
-            if (DebugFiles.Find(elf, Path, DebugFiles.Directories(), looked) is { } debug)
-            {
-                DebugFile = debug.Path;
-                foreach (var symbol in debug.File.Symbols)
-                    Add(symbol, fromDynamic: false, hidden: false, fromDebugFile: true);
-            }
-            DebugFilesLooked = looked;
-        }
         return symbols;
 
-        void Add(ElfSymbol symbol, bool fromDynamic, bool hidden, bool fromDebugFile = false)
+        void Add(ElfSymbol symbol, bool fromDynamic, bool hidden)
         {
             if (symbol.Name.Length == 0 || symbol.SectionIndex == ElfSymbol.UndefinedSection || symbol.SectionIndex == ElfSymbol.CommonSection)
                 return;
@@ -178,7 +196,7 @@ public sealed class TargetModule
             var address = symbol.SectionIndex == ElfSymbol.AbsoluteSection ? symbol.Value : symbol.Value + bias;
             if (!seen.Add((symbol.Name, address)))
                 return;
-            symbols.Add(new TargetSymbol(this, symbol.Name, address, symbol.Size, symbol.Type, symbol.Binding, fromDynamic, hidden) { FromDebugFile = fromDebugFile });
+            symbols.Add(new TargetSymbol(this, symbol.Name, address, symbol.Size, symbol.Type, symbol.Binding, fromDynamic, hidden));
         }
     }
 }

@@ -128,10 +128,10 @@ public sealed class TargetProcess : IDisposable
     internal static List<TargetSymbol> Candidates(IEnumerable<TargetModule> modules, string name)
     {
         var all = modules.SelectMany(m => m.Symbols.Where(s => s.Name == name)).ToList();
-        // A debug file gives back what stripping removed: a name the modules' own tables have is theirs (ld.so's
-        // private strlen in its debug file does not make libc's strlen ambiguous).
-        if (all.Any(s => !s.FromDebugFile))
-            all.RemoveAll(s => s.FromDebugFile);
+        // A debug file gives back what stripping removed: only a name no module's own tables have is looked for there
+        // (ld.so's private strlen in its debug file does not make libc's strlen ambiguous), and only then is it read.
+        if (all.Count == 0)
+            all = [.. modules.Where(m => m.IsStripped).SelectMany(m => m.DebugSymbols.Where(s => s.Name == name))];
         if (all.Any(s => !s.IsNonDefaultVersion))
             all.RemoveAll(s => s.IsNonDefaultVersion);
         return [.. all.DistinctBy(s => s.Address)];
