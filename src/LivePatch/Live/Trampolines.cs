@@ -16,9 +16,6 @@ internal static class Trampolines
     /// <summary>Entry <paramref name="index"/>'s trampoline in a block at <paramref name="block"/>: known before linking.</summary>
     public static ulong Address(ulong block, int index) => block + (ulong)(index * Size);
 
-    /// <summary>The displaced instructions relocated to <paramref name="address"/>, or null when they cannot be moved (a branch back into them, say).</summary>
-    public static RelocatedCode? Relocate(byte[] displaced, ulong patchAddress, ulong address) => Relocate(displaced, patchAddress, address, out _);
-
     /// <summary>The trampoline of <paramref name="entry"/> at <paramref name="address"/>, or null when it can have none.</summary>
     public static RelocatedCode? For(PlannedEntry entry, ulong address) =>
         entry.LoopsBack is null ? Relocate(entry.Displaced, entry.PatchAddress, address, out _) : null;

@@ -51,11 +51,10 @@ internal sealed record IfuncBinding(TargetSymbol Ifunc, IReadOnlyList<IfuncSlot>
 /// <summary>
 /// Finds what a process's ld.so chose for its GNU indirect functions, from the slots it filled, without running a
 /// resolver: reads relocations of every module and the slots in the process. Names the chosen code from the module's
-/// symbols, or from its separate debug file (<c>/usr/lib/debug/.build-id/</c>) when the module is stripped.
+/// symbols, or from its separate debug file (<see cref="TargetModule.DebugSymbols"/>) when the module is stripped.
 /// </summary>
 internal sealed class IndirectFunctions(TargetProcess target)
 {
-    private readonly Dictionary<TargetModule, IReadOnlyList<ElfSymbol>> _debugSymbols = [];
 
     /// <summary>
     /// The slots of <paramref name="ifunc"/>: GOT entries naming it in every module (except those bound to another
@@ -114,10 +113,10 @@ internal sealed class IndirectFunctions(TargetProcess target)
         if (known is not null)
             return known;
         var fileAddress = address - module.LoadBias;
-        var debug = DebugSymbols(module).Where(s => s.Value == fileAddress && s.Type == ElfSymbolType.Function && s.Name.Length > 0)
-            .OrderByDescending(s => s.Size != 0).ThenByDescending(s => s.Binding != ElfSymbolBinding.Local).ToList();
-        return debug.Count > 0
-            ? new TargetSymbol(module, debug[0].Name, address, debug[0].Size, ElfSymbolType.Function, debug[0].Binding, IsDynamic: false, IsNonDefaultVersion: false)
+        var debug = module.DebugSymbols.Where(s => s.Address == address && s.Type == ElfSymbolType.Function)
+            .OrderByDescending(s => s.Size != 0).ThenByDescending(s => s.Binding != ElfSymbolBinding.Local).FirstOrDefault();
+        return debug is not null
+            ? debug
             : new TargetSymbol(module, $"{module.Name}+0x{fileAddress:x}", address, 0, ElfSymbolType.Function, ElfSymbolBinding.Local, IsDynamic: false, IsNonDefaultVersion: false);
     }
 
@@ -129,28 +128,5 @@ internal sealed class IndirectFunctions(TargetProcess target)
         var inFile = value - module.LoadBias;
         var inPlt = module.Elf.Sections.Any(s => s.Name.StartsWith(".plt", StringComparison.Ordinal) && inFile >= s.Address && inFile - s.Address < s.Size);
         return inPlt ? IfuncSlotState.Lazy : IfuncSlotState.Resolved;
-    }
-
-    // The .symtab of the module's separate debug file, found by build-id; empty when there is none or it does not match.
-    private IReadOnlyList<ElfSymbol> DebugSymbols(TargetModule module)
-    {
-        if (_debugSymbols.TryGetValue(module, out var cached))
-            return cached;
-        IReadOnlyList<ElfSymbol> symbols = [];
-        if (module.BuildId is { Length: > 2 } id)
-        {
-            var path = $"/usr/lib/debug/.build-id/{id[..2]}/{id[2..]}.debug";
-            try
-            {
-                if (File.Exists(path) && ElfFile.Load(path) is { } debug && debug.BuildId == id)
-                    symbols = debug.Symbols;
-            }
-            catch (Exception error) when (error is IOException or UnauthorizedAccessException or ElfFormatException)
-            {
-                // No names: the implementation is named by its offset.
-            }
-        }
-        _debugSymbols[module] = symbols;
-        return symbols;
     }
 }
