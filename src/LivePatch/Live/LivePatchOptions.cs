@@ -1,5 +1,3 @@
-using LivePatch.Poke;
-
 namespace LivePatch.Live;
 
 /// <summary>Settings for a <see cref="LivePatcher"/>.</summary>
