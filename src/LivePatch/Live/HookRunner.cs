@@ -33,6 +33,24 @@ internal sealed class HookRunner(LiveSession session)
     }
 
     /// <summary>
+    /// Refuses, before anything changes, a payload with hooks (<paramref name="kinds"/>) in a process that enforces a
+    /// shadow stack or indirect branch tracking on a thread: a hook call returns to an address the thread's shadow stack
+    /// never held, and its way back is an indirect jump onto code without <c>endbr64</c> (<see cref="ControlFlowEnforcement"/>).
+    /// </summary>
+    /// <exception cref="PatchRefusedException">The process enforces CET (<see cref="LivePatchRefusal.ControlFlowEnforcement"/>).</exception>
+    public void RequireCallable(string payload, IEnumerable<PayloadHookKind> kinds)
+    {
+        var hooks = kinds.Distinct().Order().ToList();
+        if (hooks.Count == 0)
+            return;
+        if (ControlFlowEnforcement.FirstThreadWith(session.Pid, CetFeatures.ShadowStack | CetFeatures.IndirectBranchTracking) is { } thread)
+            throw new PatchRefusedException(LivePatchRefusal.ControlFlowEnforcement,
+                $"payload '{payload}': process {session.Pid} enforces CET on thread {thread.Tid} ({ControlFlowEnforcement.StatusField} {ControlFlowEnforcement.Describe(thread.Features)}), " +
+                $"and livepatch cannot call its {string.Join(", ", hooks.Select(PayloadHook.Describe))} hook{(hooks.Count > 1 ? "s" : "")} there: the call's return address is not on the shadow stack, so the hook's ret would kill the process; " +
+                "payloads with hooks are refused in such a process, nothing was changed");
+    }
+
+    /// <summary>
     /// Runs the payload's hook of <paramref name="kind"/>, if it has one, in the target: its main thread (or another when
     /// the main one is gone) is stopped alone and made to call the hook, the other threads running on, then put back
     /// exactly as it was (<see cref="PtraceSession.CallFunction"/>). A pre-apply or pre-revert hook that returns
@@ -44,6 +62,7 @@ internal sealed class HookRunner(LiveSession session)
     {
         if (payload.Hooks.FirstOrDefault(h => h.Kind == kind) is not { } hook)
             return;
+        RequireCallable(payload.Name, [kind]);
         var timeout = session.Options.HookTimeout;
         var result = session.Process.CallFunction(hook.Address, timeout);
         var which = $"payload '{payload.Name}': its {PayloadHook.Describe(kind)} hook {hook.Symbol} (process {session.Pid}, thread {result.Tid})";

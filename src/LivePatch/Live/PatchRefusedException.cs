@@ -51,6 +51,11 @@ public enum LivePatchRefusal
     /// keeps) or another name shares its body: <see cref="LivePatchOptions.AllowClones"/> (<c>--allow-clones</c>) overrides.
     /// </summary>
     ClonesNotReplaced,
+    /// <summary>
+    /// The process enforces Intel CET on a thread (a shadow stack, or indirect branch tracking) and the payload needs
+    /// what that forbids: a hook call made with ptrace, or (under indirect branch tracking) a trampoline for an original.
+    /// </summary>
+    ControlFlowEnforcement,
 }
 
 /// <summary>LivePatch refused an action on payloads; the message names the payload, the function or the process, and why. The target was not changed.</summary>

@@ -63,6 +63,7 @@ internal sealed class PayloadActions(LiveSession session)
     {
         var info = record[index];
         PayloadLifecycle.RequireDependencies(info.Name, info.Depends, record, Pid);
+        _hooks.RequireCallable(info.Name, info.Hooks.Select(h => h.Kind));
         if (info.State == PayloadState.Reverted && info.DataLength > 0 && !DataHash(info.DataAddress, info.DataLength).AsSpan().SequenceEqual(info.DataHash))
             throw new PatchRefusedException(LivePatchRefusal.ReloadRequired,
                 $"payload '{info.Name}' in process {Pid} was reverted after its writable data changed (it ran): applying it again would start from that state; unload it and load it again");
@@ -83,6 +84,7 @@ internal sealed class PayloadActions(LiveSession session)
     public RevertReport Revert(List<AppliedPayloadInfo> record, int index)
     {
         var entry = record[index];
+        _hooks.RequireCallable(entry.Name, entry.Hooks.Select(h => h.Kind));
         var sites = entry.Functions.Select(f => new PokeSite(f.PatchAddress, f.PatchBytes, f.OriginalBytes, EntryPlanner.JumpLength, f.Name)).ToList();
         _hooks.Run(entry, PayloadHookKind.PreRevert);
         session.ThrowIfCancelled();
@@ -101,6 +103,8 @@ internal sealed class PayloadActions(LiveSession session)
         if (payload.Depends.Count > 0)
             throw new PatchRefusedException(LivePatchRefusal.DependencyMissing,
                 $"payload '{payload.Name}' depends on {string.Join(", ", payload.Depends.Select(d => $"'{d}'"))}, which replace reverts: apply it instead");
+        foreach (var reverted in applied)
+            _hooks.RequireCallable(reverted.Name, reverted.Hooks.Select(h => h.Kind));
         var loaded = LoadInto(payload, record, fromOriginal: true);
         var reachable = false;
         try
@@ -175,6 +179,11 @@ internal sealed class PayloadActions(LiveSession session)
             new("name", $"no payload named '{payload.Name}' in process {Pid}"),
         };
         var buildIds = _entries.CheckBuildIds(payload);
+        _hooks.RequireCallable(payload.Name, payload.Hooks.Select(h => h.Kind));
+        Trampolines.RequireDirectReach(Pid, payload);
+        results.Add(new("control-flow enforcement", ControlFlowEnforcement.FirstThreadWith(Pid, ~CetFeatures.None) is { } cet
+            ? $"thread {cet.Tid} enforces {ControlFlowEnforcement.Describe(cet.Features)}: the payload has no hook{(cet.Features.HasFlag(CetFeatures.IndirectBranchTracking) ? " and no original" : "")}, and its jumps and thunks keep the shadow stack"
+            : "no thread enforces CET (shadow stack, indirect branch tracking)"));
         results.AddRange(buildIds.Select(b => new CheckResult($"build-id of {b.Module}", b.Forced ? $"{b.Actual}, not {b.Expected}: forced" : $"{b.Actual} as expected")));
         var entries = payload.Functions.Select(f => _entries.Plan(f, record, fromOriginal: false)).ToList();
         foreach (var entry in entries)
@@ -213,6 +222,8 @@ internal sealed class PayloadActions(LiveSession session)
     private LoadedPayload LoadInto(Payload payload, List<AppliedPayloadInfo> record, bool fromOriginal)
     {
         var buildIds = _entries.CheckBuildIds(payload);
+        _hooks.RequireCallable(payload.Name, payload.Hooks.Select(h => h.Kind));
+        Trampolines.RequireDirectReach(Pid, payload);
         var entries = payload.Functions.Select(f => _entries.Plan(f, record, fromOriginal)).ToList();
         var copies = _clones.Require(payload.Name, [.. entries.Select(e => e.Symbol)]);
         var layout = PayloadLayout.Compute(payload);

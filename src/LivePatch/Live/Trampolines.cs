@@ -1,4 +1,5 @@
 using LivePatch.Payloads;
+using LivePatch.Targets;
 using LivePatch.X86;
 
 namespace LivePatch.Live;
@@ -50,6 +51,20 @@ internal static class Trampolines
             return null;
         var index = entries.ToList().FindIndex(e => ReferenceEquals(e.Function, original.Function));
         return Address(block, index);
+    }
+
+    /// <summary>
+    /// Refuses a payload with originals in a process that enforces indirect branch tracking: a trampoline does not
+    /// start with <c>endbr64</c>, so a payload reaching it through a function pointer would fault (no mainline kernel
+    /// enforces it in user space yet; the check keeps a future one from meeting trampolines unprepared).
+    /// </summary>
+    /// <exception cref="PatchRefusedException">The process enforces it (<see cref="LivePatchRefusal.ControlFlowEnforcement"/>).</exception>
+    public static void RequireDirectReach(int pid, Payload payload)
+    {
+        if (payload.Originals.Count > 0 && ControlFlowEnforcement.FirstThreadWith(pid, CetFeatures.IndirectBranchTracking) is { } thread)
+            throw new PatchRefusedException(LivePatchRefusal.ControlFlowEnforcement,
+                $"payload '{payload.Name}' calls originals ({string.Join(", ", payload.Originals.Select(o => $"'{o.Symbol}'"))}), but process {pid} enforces indirect branch tracking on thread {thread.Tid} " +
+                $"({ControlFlowEnforcement.StatusField} {ControlFlowEnforcement.Describe(thread.Features)}) and trampolines do not start with endbr64; nothing was changed");
     }
 
     /// <summary>
