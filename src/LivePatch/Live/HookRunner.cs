@@ -80,7 +80,7 @@ internal sealed class HookRunner(LiveSession session)
                     $"{which} did not return within {timeout.TotalMilliseconds:0.###} ms: it was abandoned and the thread put back where it was (the hook may have done part of its work); {outcome}");
             case RemoteCallEnd.Faulted:
                 throw new PatchRefusedException(LivePatchRefusal.HookFailed,
-                    $"{which} crashed with {result.SignalName} at 0x{result.FaultInstruction:x} (address 0x{result.FaultAddress:x}): the signal was not delivered and the thread was put back where it was; {outcome}");
+                    $"{which} crashed with {result.SignalName} at 0x{result.FaultInstruction:x} ({(result.Signal == 6 ? "it called abort" : $"address 0x{result.FaultAddress:x}")}): the signal was not delivered and the thread was put back where it was; {outcome}");
             case RemoteCallEnd.Returned when kind is PayloadHookKind.PreApply or PayloadHookKind.PreRevert && (int)(uint)result.ReturnValue is var code and not 0:
                 throw new PatchRefusedException(LivePatchRefusal.VetoedByHook, $"{which} returned {code}: {outcome}");
         }

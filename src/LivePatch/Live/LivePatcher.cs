@@ -88,9 +88,12 @@ public sealed class LivePatcher : IDisposable
     public ApplyReport Apply(Payload payload)
     {
         ArgumentNullException.ThrowIfNull(payload);
-        var record = RecordStore.Read(_session.Target);
-        PayloadLifecycle.Allow(PayloadAction.ApplyFile, payload.Name, record, Pid);
-        return _actions.Apply(payload, record);
+        return Run("apply", () =>
+        {
+            var record = RecordStore.Read(_session.Target);
+            PayloadLifecycle.Allow(PayloadAction.ApplyFile, payload.Name, record, Pid);
+            return _actions.Apply(payload, record);
+        });
     }
 
     /// <summary>
@@ -103,8 +106,11 @@ public sealed class LivePatcher : IDisposable
     public ApplyReport ApplyLoaded(string name)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
-        var record = RecordStore.Read(_session.Target);
-        return _actions.ApplyLoaded(record, PayloadLifecycle.Allow(PayloadAction.ApplyLoaded, name, record, Pid));
+        return Run("apply", () =>
+        {
+            var record = RecordStore.Read(_session.Target);
+            return _actions.ApplyLoaded(record, PayloadLifecycle.Allow(PayloadAction.ApplyLoaded, name, record, Pid));
+        });
     }
 
     /// <summary>Restores the functions of the applied payload <paramref name="name"/>, in one stop of every thread.</summary>
@@ -112,8 +118,11 @@ public sealed class LivePatcher : IDisposable
     /// <exception cref="TargetException">Threads did not stop until the timeout, or the process went away.</exception>
     public RevertReport Revert(string name)
     {
-        var record = RecordStore.Read(_session.Target);
-        return _actions.Revert(record, PayloadLifecycle.Allow(PayloadAction.Revert, name, record, Pid));
+        return Run("revert", () =>
+        {
+            var record = RecordStore.Read(_session.Target);
+            return _actions.Revert(record, PayloadLifecycle.Allow(PayloadAction.Revert, name, record, Pid));
+        });
     }
 
     /// <summary>
@@ -128,9 +137,12 @@ public sealed class LivePatcher : IDisposable
     public LoadReport Load(Payload payload)
     {
         ArgumentNullException.ThrowIfNull(payload);
-        var record = RecordStore.Read(_session.Target);
-        PayloadLifecycle.Allow(PayloadAction.Load, payload.Name, record, Pid);
-        return _actions.Load(payload, record);
+        return Run("load", () =>
+        {
+            var record = RecordStore.Read(_session.Target);
+            PayloadLifecycle.Allow(PayloadAction.Load, payload.Name, record, Pid);
+            return _actions.Load(payload, record);
+        });
     }
 
     /// <summary>
@@ -143,9 +155,12 @@ public sealed class LivePatcher : IDisposable
     public IReadOnlyList<CheckResult> Check(Payload payload)
     {
         ArgumentNullException.ThrowIfNull(payload);
-        var record = RecordStore.Read(_session.Target);
-        PayloadLifecycle.Allow(PayloadAction.Load, payload.Name, record, Pid);
-        return _actions.Check(payload, record);
+        return Run("check", () =>
+        {
+            var record = RecordStore.Read(_session.Target);
+            PayloadLifecycle.Allow(PayloadAction.Load, payload.Name, record, Pid);
+            return _actions.Check(payload, record);
+        });
     }
 
     /// <summary>
@@ -157,9 +172,12 @@ public sealed class LivePatcher : IDisposable
     public ReplaceReport Replace(Payload payload)
     {
         ArgumentNullException.ThrowIfNull(payload);
-        var record = RecordStore.Read(_session.Target);
-        PayloadLifecycle.Allow(PayloadAction.Replace, payload.Name, record, Pid);
-        return _actions.Replace(payload, record);
+        return Run("replace", () =>
+        {
+            var record = RecordStore.Read(_session.Target);
+            PayloadLifecycle.Allow(PayloadAction.Replace, payload.Name, record, Pid);
+            return _actions.Replace(payload, record);
+        });
     }
 
     /// <summary>
@@ -171,8 +189,11 @@ public sealed class LivePatcher : IDisposable
     public UnloadReport Unload(string name)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
-        var record = RecordStore.Read(_session.Target);
-        return _actions.Unload(record, PayloadLifecycle.Allow(PayloadAction.Unload, name, record, Pid));
+        return Run("unload", () =>
+        {
+            var record = RecordStore.Read(_session.Target);
+            return _actions.Unload(record, PayloadLifecycle.Allow(PayloadAction.Unload, name, record, Pid));
+        });
     }
 
     /// <summary>
@@ -185,7 +206,7 @@ public sealed class LivePatcher : IDisposable
     /// </summary>
     /// <exception cref="PatchRefusedException">A site holds neither its old nor its new bytes (another tool changed it): nothing is written.</exception>
     /// <exception cref="TargetException">Threads did not stop, or one stayed inside a site, until the timeout; or the process went away.</exception>
-    public RecoverReport Recover() => new Recovery(_session, _actions.Memory).Recover();
+    public RecoverReport Recover() => Run("recover", () => new Recovery(_session, _actions.Memory).Recover());
 
     /// <summary>
     /// Forgets the action a livepatch run left unfinished without writing any code: the record says what it said
@@ -193,7 +214,10 @@ public sealed class LivePatcher : IDisposable
     /// when <see cref="Recover"/> refuses because another tool changed a site, once the operator has put it right.
     /// An unload is recovered as <see cref="Recover"/> does (its blocks may be gone already).
     /// </summary>
-    public RecoverReport AbandonInterrupted() => new Recovery(_session, _actions.Memory).Abandon();
+    public RecoverReport AbandonInterrupted() => Run("recover", () => new Recovery(_session, _actions.Memory).Abandon());
+
+    // Should the process end during the action, that is what the error says (TargetError.Exited), whatever then failed.
+    private T Run<T>(string action, Func<T> work) => _session.Process.ReportingExit(action, work);
 
     /// <summary>Detaches from every thread of the target, when this patcher attached.</summary>
     public void Dispose()

@@ -71,57 +71,60 @@ public sealed class SitePatcher : IDisposable
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public SitesReport ApplySites(SitesRequest? request = null)
     {
-        _options.BeforeChange?.Invoke();
-        request ??= new SitesRequest();
-        var cpu = request.Cpu ?? CpuFeatures.Detect();
-        var modules = new List<ModuleSitesReport>();
-        var pokes = new List<PokeSite>();
-        var slots = new List<SlotExpectation>();
-        foreach (var name in ModulesWithSites())
+        return _process.ReportingExit("apply sites", () =>
         {
-            var module = ModuleOrMain(name);
-            var (chosen, alternatives) = request.Alternatives ? PlanAlternatives(module, cpu) : (0, []);
-            var calls = request.CallSites is { } backend ? PlanCallSites(module, backend) : null;
-            pokes.AddRange(alternatives);
-            if (calls is not null)
+            _options.BeforeChange?.Invoke();
+            request ??= new SitesRequest();
+            var cpu = request.Cpu ?? CpuFeatures.Detect();
+            var modules = new List<ModuleSitesReport>();
+            var pokes = new List<PokeSite>();
+            var slots = new List<SlotExpectation>();
+            foreach (var name in ModulesWithSites())
             {
-                pokes.AddRange(calls.Pokes);
-                slots.AddRange(calls.Slots);
+                var module = ModuleOrMain(name);
+                var (chosen, alternatives) = request.Alternatives ? PlanAlternatives(module, cpu) : (0, []);
+                var calls = request.CallSites is { } backend ? PlanCallSites(module, backend) : null;
+                pokes.AddRange(alternatives);
+                if (calls is not null)
+                {
+                    pokes.AddRange(calls.Pokes);
+                    slots.AddRange(calls.Slots);
+                }
+                modules.Add(new ModuleSitesReport(module.Name, chosen, alternatives.Count, calls?.Decisions.Count ?? 0,
+                    calls?.Decisions.Count(d => d.Changes) ?? 0, calls?.Pokes.Count ?? 0));
             }
-            modules.Add(new ModuleSitesReport(module.Name, chosen, alternatives.Count, calls?.Decisions.Count ?? 0,
-                calls?.Decisions.Count(d => d.Changes) ?? 0, calls?.Pokes.Count ?? 0));
-        }
 
-        var locks = _locks.Sites();
-        var dropping = request.DropLockPrefixes && locks.Count > 0;
-        var lockPokes = dropping ? SitePlans.LockPrefixes(Pid, locks, drop: true, _process.ReadMemory) : [];
-        if (pokes.Count == 0 && !dropping)
-            return new SitesReport(modules, locks.Count, false, locks.Count == 0 ? "no lock-prefix sites" : "kept: not asked to drop them", 0, 0, TimeSpan.Zero, 0, false);
-        BeforeWrite();
-        var decision = default(UniprocessorReason?);
-        var threadCount = 0;
-        var report = TextPoker.Poke(_process, pokes, PokeOptions() with
-        {
-            BeforeWrite = _ => RefuseChangedSlots(slots),
-            ConditionalSites = lockPokes,
-            // Decided with every thread held, as DropLockPrefixes does: none can be created between the check and the write.
-            IncludeConditional = !dropping ? null : threads =>
+            var locks = _locks.Sites();
+            var dropping = request.DropLockPrefixes && locks.Count > 0;
+            var lockPokes = dropping ? SitePlans.LockPrefixes(Pid, locks, drop: true, _process.ReadMemory) : [];
+            if (pokes.Count == 0 && !dropping)
+                return new SitesReport(modules, locks.Count, false, locks.Count == 0 ? "no lock-prefix sites" : "kept: not asked to drop them", 0, 0, TimeSpan.Zero, 0, false);
+            BeforeWrite();
+            var decision = default(UniprocessorReason?);
+            var threadCount = 0;
+            var report = TextPoker.Poke(_process, pokes, PokeOptions() with
             {
-                threadCount = threads.Count;
-                decision = _locks.DecideInsideStop(threads);
-                return decision is not null;
-            },
+                BeforeWrite = _ => RefuseChangedSlots(slots),
+                ConditionalSites = lockPokes,
+                // Decided with every thread held, as DropLockPrefixes does: none can be created between the check and the write.
+                IncludeConditional = !dropping ? null : threads =>
+                {
+                    threadCount = threads.Count;
+                    decision = _locks.DecideInsideStop(threads);
+                    return decision is not null;
+                },
+            });
+            var dropped = dropping && decision is not null;
+            if (dropped)
+                _locks.Dropped(decision!.Value);
+            var lockReason = locks.Count == 0 ? "no lock-prefix sites"
+                : !request.DropLockPrefixes ? "kept: not asked to drop them"
+                : dropped ? decision!.Value.Reason
+                : $"kept: {threadCount} threads may run on several CPUs at once";
+            var written = modules.Sum(m => m.AlternativesWritten + m.CallSitesWritten) + (dropped ? lockPokes.Count : 0);
+            return new SitesReport(modules, locks.Count, dropped, lockReason, written, written == 0 ? 0 : report.Threads, report.Pause, report.Attempts,
+                dropped && decision!.Value.NeedsWatch);
         });
-        var dropped = dropping && decision is not null;
-        if (dropped)
-            _locks.Dropped(decision!.Value);
-        var lockReason = locks.Count == 0 ? "no lock-prefix sites"
-            : !request.DropLockPrefixes ? "kept: not asked to drop them"
-            : dropped ? decision!.Value.Reason
-            : $"kept: {threadCount} threads may run on several CPUs at once";
-        var written = modules.Sum(m => m.AlternativesWritten + m.CallSitesWritten) + (dropped ? lockPokes.Count : 0);
-        return new SitesReport(modules, locks.Count, dropped, lockReason, written, written == 0 ? 0 : report.Threads, report.Pause, report.Attempts,
-            dropped && decision!.Value.NeedsWatch);
     }
 
     /// <summary>
@@ -135,14 +138,17 @@ public sealed class SitePatcher : IDisposable
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public AlternativesReport ApplyAlternatives(string? module = null, CpuFeatures? cpu = null)
     {
-        _options.BeforeChange?.Invoke();
-        var target = ModuleOrMain(module);
-        var (chosen, sites) = PlanAlternatives(target, cpu ?? CpuFeatures.Detect());
-        if (sites.Count == 0)
-            return new AlternativesReport(target.Name, chosen, 0, 0, TimeSpan.Zero, 0);
-        BeforeWrite();
-        var report = TextPoker.Poke(_process, sites, PokeOptions());
-        return new AlternativesReport(target.Name, chosen, sites.Count, report.Threads, report.Pause, report.Attempts);
+        return _process.ReportingExit("apply alternatives", () =>
+        {
+            _options.BeforeChange?.Invoke();
+            var target = ModuleOrMain(module);
+            var (chosen, sites) = PlanAlternatives(target, cpu ?? CpuFeatures.Detect());
+            if (sites.Count == 0)
+                return new AlternativesReport(target.Name, chosen, 0, 0, TimeSpan.Zero, 0);
+            BeforeWrite();
+            var report = TextPoker.Poke(_process, sites, PokeOptions());
+            return new AlternativesReport(target.Name, chosen, sites.Count, report.Threads, report.Pause, report.Attempts);
+        });
     }
 
     /// <summary>
@@ -154,20 +160,23 @@ public sealed class SitePatcher : IDisposable
     /// <exception cref="TargetException">Threads did not stop until the timeout.</exception>
     public StaticKeyReport SetStaticKey(string key, bool enabled, string? module = null)
     {
-        _options.BeforeChange?.Invoke();
-        ArgumentException.ThrowIfNullOrEmpty(key);
-        var target = ModuleOrMain(module);
-        var keys = SiteTables.Read(target.Elf).StaticKeys;
-        var count = keys.Count(k => k.Key == key);
-        if (count == 0)
-            throw new SiteRefusedException(SiteRefusal.UnknownStaticKey,
-                $"{target.Name} in process {Pid} has no static key '{key}'{(keys.Count == 0 ? "" : $"; its keys: {string.Join(", ", keys.Select(k => k.Key).Distinct())}")}");
-        var pokes = SitePlans.StaticKey(Pid, target.Name, key, enabled, keys, target.LoadBias, _process.ReadMemory);
-        if (pokes.Count == 0)
-            return new StaticKeyReport(key, enabled, count, 0, 0, TimeSpan.Zero, 0);
-        BeforeWrite();
-        var report = TextPoker.Poke(_process, pokes, PokeOptions());
-        return new StaticKeyReport(key, enabled, count, pokes.Count, report.Threads, report.Pause, report.Attempts);
+        return _process.ReportingExit("a static key switch", () =>
+        {
+            _options.BeforeChange?.Invoke();
+            ArgumentException.ThrowIfNullOrEmpty(key);
+            var target = ModuleOrMain(module);
+            var keys = SiteTables.Read(target.Elf).StaticKeys;
+            var count = keys.Count(k => k.Key == key);
+            if (count == 0)
+                throw new SiteRefusedException(SiteRefusal.UnknownStaticKey,
+                    $"{target.Name} in process {Pid} has no static key '{key}'{(keys.Count == 0 ? "" : $"; its keys: {string.Join(", ", keys.Select(k => k.Key).Distinct())}")}");
+            var pokes = SitePlans.StaticKey(Pid, target.Name, key, enabled, keys, target.LoadBias, _process.ReadMemory);
+            if (pokes.Count == 0)
+                return new StaticKeyReport(key, enabled, count, 0, 0, TimeSpan.Zero, 0);
+            BeforeWrite();
+            var report = TextPoker.Poke(_process, pokes, PokeOptions());
+            return new StaticKeyReport(key, enabled, count, pokes.Count, report.Threads, report.Pause, report.Attempts);
+        });
     }
 
     /// <summary>
@@ -182,10 +191,13 @@ public sealed class SitePatcher : IDisposable
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public CallSitesReport ApplyCallSites(CallSiteBackend? backend = null, string? module = null)
     {
-        _options.BeforeChange?.Invoke();
-        var target = ModuleOrMain(module);
-        var plan = PlanCallSites(target, backend ?? CallSiteBackend.Default);
-        return PokeCallSites(target.Name, plan, () => RefuseChangedSlots(plan.Slots));
+        return _process.ReportingExit("apply call sites", () =>
+        {
+            _options.BeforeChange?.Invoke();
+            var target = ModuleOrMain(module);
+            var plan = PlanCallSites(target, backend ?? CallSiteBackend.Default);
+            return PokeCallSites(target.Name, plan, () => RefuseChangedSlots(plan.Slots));
+        });
     }
 
     /// <summary>
@@ -197,23 +209,29 @@ public sealed class SitePatcher : IDisposable
     /// <exception cref="TargetException">Threads did not stop, or stayed inside a site, until the timeout.</exception>
     public CallSitesReport RestoreCallSites(string? module = null)
     {
-        _options.BeforeChange?.Invoke();
-        var target = ModuleOrMain(module);
-        var view = new ProcessCallSiteView(_process.Process, target);
-        var plan = SitePlans.RestoreCallSites(Pid, target.Name, SiteTables.Read(target.Elf).CallSites, target.LoadBias, view.Original, _process.ReadMemory);
-        return PokeCallSites(target.Name, plan, null);
+        return _process.ReportingExit("restore call sites", () =>
+        {
+            _options.BeforeChange?.Invoke();
+            var target = ModuleOrMain(module);
+            var view = new ProcessCallSiteView(_process.Process, target);
+            var plan = SitePlans.RestoreCallSites(Pid, target.Name, SiteTables.Read(target.Elf).CallSites, target.LoadBias, view.Original, _process.ReadMemory);
+            return PokeCallSites(target.Name, plan, null);
+        });
     }
 
     /// <inheritdoc cref="LockPrefixWatch.Drop"/>
     public LockPrefixReport DropLockPrefixes()
     {
-        _options.BeforeChange?.Invoke();
-        BeforeWrite();
-        return _locks.Drop();
+        return _process.ReportingExit("drop lock prefixes", () =>
+        {
+            _options.BeforeChange?.Invoke();
+            BeforeWrite();
+            return _locks.Drop();
+        });
     }
 
     /// <inheritdoc cref="LockPrefixWatch.Restore"/>
-    public LockPrefixReport RestoreLockPrefixes() => _locks.Restore();
+    public LockPrefixReport RestoreLockPrefixes() => _process.ReportingExit("restore lock prefixes", _locks.Restore);
 
     /// <inheritdoc cref="LockPrefixWatch.Watch"/>
     public LockWatchResult WatchLockPrefixes(CancellationToken cancellation) => _locks.Watch(cancellation);

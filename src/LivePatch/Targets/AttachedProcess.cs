@@ -41,15 +41,39 @@ public sealed class AttachedProcess : IPatchTarget, IDisposable
     /// <exception cref="TargetException">No such process, no permission, or it is busy (another tracer).</exception>
     public static AttachedProcess Attach(int pid)
     {
-        var process = TargetProcess.Open(pid);
+        TargetProcess? process = null;
         try
         {
+            process = TargetProcess.Open(pid);
             return new AttachedProcess(process, PtraceSession.Attach(pid));
+        }
+        catch (Exception error) when (error is not TargetException { Error: TargetError.NotFound } && ProcStatus.EndOf(pid) is { } end)
+        {
+            process?.Dispose();
+            throw new TargetException(TargetError.Exited, pid, $"process {pid} {end} while livepatch attached to it; nothing was changed", error);
         }
         catch
         {
-            process.Dispose();
+            process?.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="action"/> (named <paramref name="name"/> for the message) on this process. Should the
+    /// process end meanwhile, whatever then failed — a read, a ptrace request, a wait — is reported as what it is:
+    /// <see cref="TargetError.Exited"/>, <c>process N exited (killed by SIGKILL) during apply; nothing is left to undo</c>
+    /// (its memory, and every change made to it, went with it).
+    /// </summary>
+    internal T ReportingExit<T>(string name, Func<T> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (Exception error) when (ProcStatus.EndOf(Pid) is { } end)
+        {
+            throw new TargetException(TargetError.Exited, Pid, $"process {Pid} {end} during {name}; nothing is left to undo", error);
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
 namespace LivePatch.Targets;
@@ -46,15 +47,33 @@ internal sealed class ProcessMemory : IDisposable
             throw Failure("read", address, destination.Length);
     }
 
+    /// <summary>
+    /// Writes every byte, one <c>pwrite</c> after another. A write that makes no progress ends it: once the target's
+    /// memory is gone (it exited) <c>pwrite</c> of <c>/proc/PID/mem</c> returns 0 for ever, where a retrying loop would spin.
+    /// </summary>
     public void Write(ulong address, ReadOnlySpan<byte> bytes)
     {
-        try
+        var offset = checked((long)address);
+        var done = 0;
+        var handle = _handle.DangerousGetHandle();
+        while (done < bytes.Length)
         {
-            RandomAccess.Write(_handle, bytes, checked((long)address));
-        }
-        catch (IOException error)
-        {
-            throw Failure("write", address, bytes.Length, error);
+            nint written;
+            unsafe
+            {
+                fixed (byte* from = bytes[done..])
+                    written = Native.Libc.PWrite(handle, from, (nuint)(bytes.Length - done), offset + done);
+            }
+            if (written > 0)
+            {
+                done += (int)written;
+                continue;
+            }
+            var errno = written < 0 ? Marshal.GetLastPInvokeError() : 0;
+            if (errno == Native.Libc.Eintr)
+                continue;
+            throw Failure("write", address, bytes.Length,
+                new IOException(written == 0 ? $"pwrite of /proc/{_pid}/mem wrote nothing at 0x{address + (ulong)done:x}" : Native.Libc.ErrorText(errno)));
         }
     }
 
@@ -62,11 +81,11 @@ internal sealed class ProcessMemory : IDisposable
 
     private TargetException Failure(string what, ulong address, int length, Exception? inner = null)
     {
-        var gone = !Directory.Exists($"/proc/{_pid}");
-        var message = gone
-            ? $"process {_pid} exited during a memory {what}"
+        var end = ProcStatus.EndOf(_pid);
+        var message = end is not null
+            ? $"process {_pid} {end} during a memory {what}"
             : $"process {_pid}: cannot {what} {length} bytes at 0x{address:x} (not mapped?)";
-        var error = gone ? TargetError.Exited : TargetError.SystemCallFailed;
+        var error = end is not null ? TargetError.Exited : TargetError.SystemCallFailed;
         return inner is null ? new TargetException(error, _pid, message) : new TargetException(error, _pid, message, inner);
     }
 }

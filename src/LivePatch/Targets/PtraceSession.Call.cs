@@ -11,7 +11,7 @@ internal enum RemoteCallEnd
     /// <summary>It returned; <see cref="RemoteCallResult.ReturnValue"/> holds its <c>rax</c>.</summary>
     Returned,
 
-    /// <summary>It faulted (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS raised by its own code): abandoned, the signal never delivered.</summary>
+    /// <summary>It faulted (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS raised by its own code, or SIGABRT it raised itself: abort): abandoned, the signal never delivered.</summary>
     Faulted,
 
     /// <summary>It did not return before the timeout: interrupted and abandoned where it was.</summary>
@@ -30,16 +30,7 @@ internal readonly record struct RemoteCallResult(
     RemoteCallEnd End, ulong ReturnValue, int Tid, TimeSpan Elapsed, int Signal = 0, ulong FaultAddress = 0, ulong FaultInstruction = 0)
 {
     /// <summary>The fault's signal by name (<c>SIGSEGV</c>), or its number.</summary>
-    public string SignalName => Signal switch
-    {
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        11 => "SIGSEGV",
-        31 => "SIGSYS",
-        _ => $"signal {Signal}",
-    };
+    public string SignalName => ProcStatus.SignalName(Signal);
 }
 
 internal sealed partial class PtraceSession
@@ -158,7 +149,8 @@ internal sealed partial class PtraceSession
                     Interrupt(thread);
                     graceEnd = now + Stopwatch.Frequency;
                 }
-                else if (now > graceEnd)
+                ThrowIfEnded();
+                if (now > graceEnd)
                 {
                     throw new TargetException(TargetError.Timeout, Pid,
                         $"thread {tid} of process {Pid} is still running the function called at 0x{function:x} and does not stop ({ProcStatus.State(Pid, tid)}): it was left running it (it puts itself back when it returns)");
@@ -194,17 +186,23 @@ internal sealed partial class PtraceSession
                 ResumeStoppingAtSystemCalls(thread); // a system call of the function itself
                 continue;
             }
-            if (IsFaultSignal(signal) && code > 0)
+            // A fault of the function's code (the kernel's signal), or abort(): SIGABRT the thread raised itself.
+            if (IsFaultSignal(signal) && code > 0 || signal == SigAbrt && code is SiUser or SiTkill && BinaryPrimitives.ReadInt32LittleEndian(info.AsSpan(16)) == Pid)
             {
                 var registers = GetRegisters(tid);
                 ReturnToEventStop(thread, deferred); // the fault is dropped
-                return new RemoteCallResult(RemoteCallEnd.Faulted, 0, tid, elapsed, signal, BinaryPrimitives.ReadUInt64LittleEndian(info.AsSpan(16)), registers.Rip);
+                var address = signal == SigAbrt ? 0 : BinaryPrimitives.ReadUInt64LittleEndian(info.AsSpan(16));
+                return new RemoteCallResult(RemoteCallEnd.Faulted, 0, tid, elapsed, signal, address, registers.Rip);
             }
             // The program's signal, sent while the function runs: held back until the thread is its own again.
             deferred.Add(signal);
             ResumeStoppingAtSystemCalls(thread);
         }
     }
+
+    private const int SigAbrt = 6;
+    private const int SiUser = 0;
+    private const int SiTkill = -6;
 
     private static bool IsFaultSignal(int signal) => signal is 4 or 5 or 7 or 8 or 11 or 31;
 
@@ -238,6 +236,7 @@ internal sealed partial class PtraceSession
                 throw new TargetException(TargetError.Exited, Pid, $"thread {thread.Tid} of process {Pid} exited");
             if (!thread.Stopped)
             {
+                ThrowIfEnded();
                 if (Stopwatch.GetTimestamp() > deadline)
                     throw new TargetException(TargetError.Timeout, Pid, $"thread {thread.Tid} of process {Pid} did not stop again around a call made for livepatch ({ProcStatus.State(Pid, thread.Tid)})");
                 Libc.MicroSleep(20);
@@ -293,6 +292,8 @@ internal sealed partial class PtraceSession
                     Interrupt(thread);
                     interrupted = true;
                 }
+                if (ProcStatus.EndOf(Pid) is not null)
+                    return; // the program ended itself with one of them
                 Libc.MicroSleep(20);
                 continue;
             }

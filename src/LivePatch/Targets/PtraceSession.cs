@@ -38,6 +38,9 @@ internal sealed partial class PtraceSession : IDisposable
     private ulong? _syscallInstruction;
     private bool _disposed;
 
+    // When a wait last asked /proc whether the whole process ended (see ThrowIfEnded).
+    private long _endCheckedAt;
+
     private PtraceSession(int pid)
     {
         Pid = pid;
@@ -220,6 +223,11 @@ internal sealed partial class PtraceSession : IDisposable
     private void DetachAll()
     {
         _held = false;
+        if (ProcStatus.EndOf(Pid) is not null)
+        {
+            ReapEnded();
+            return;
+        }
         foreach (var child in _forkedChildren.ToList())
             ReleaseForkedChild(child);
         var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
@@ -239,6 +247,39 @@ internal sealed partial class PtraceSession : IDisposable
                 Libc.Ptrace(Libc.PtraceDetach, thread.Tid, 0, thread.PendingSignal);
             _threads.Remove(thread.Tid);
         }
+    }
+
+    /// <summary>
+    /// Inside a wait, at most every 5 ms (or at once when <paramref name="now"/>): throws <see cref="TargetError.Exited"/>
+    /// once every thread of the process is a zombie or gone. A killed process's threads that livepatch holds stopped
+    /// die unreported to a wait on the others, and its main thread's exit is reported only after theirs: without
+    /// this a wait for them would last until its timeout.
+    /// </summary>
+    private void ThrowIfEnded(bool now = false)
+    {
+        var time = Stopwatch.GetTimestamp();
+        if (!now && time - _endCheckedAt < Stopwatch.Frequency / 200)
+            return;
+        _endCheckedAt = time;
+        if (ProcStatus.EndOf(Pid) is { } end)
+            throw new TargetException(TargetError.Exited, Pid, $"process {Pid} {end}");
+    }
+
+    /// <summary>
+    /// The process ended: collects every traced thread's exit (the others' first; the main thread's is reported once
+    /// they are gone), so that its parent can reap it now rather than when livepatch exits. At most 100 ms.
+    /// </summary>
+    private void ReapEnded()
+    {
+        var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency / 10;
+        while (_threads.Count > 0 && Stopwatch.GetTimestamp() < deadline)
+        {
+            foreach (var thread in _threads.Values.ToList())
+                Poll(thread);
+            if (_threads.Count > 0)
+                Libc.MicroSleep(100);
+        }
+        _threads.Clear();
     }
 
     private void Seize(int tid, bool isFirst)
@@ -323,6 +364,7 @@ internal sealed partial class PtraceSession : IDisposable
                 Poll(thread);
             if (pending.All(t => t.Stopped || !_threads.ContainsKey(t.Tid)))
                 return;
+            ThrowIfEnded(now: late);
             if (late)
             {
                 var stuck = string.Join(", ", pending.Where(t => !t.Stopped && _threads.ContainsKey(t.Tid)).Select(t => $"{t.Tid} ({ProcStatus.State(Pid, t.Tid)})"));
@@ -349,6 +391,8 @@ internal sealed partial class PtraceSession : IDisposable
                 break;
             foreach (var thread in inFlight)
                 Poll(thread);
+            if (ProcStatus.EndOf(Pid) is not null)
+                return; // nobody is left to resume
             Libc.MicroSleep(50);
         }
         ResumeAll();
@@ -364,6 +408,7 @@ internal sealed partial class PtraceSession : IDisposable
                 return true;
             if (!_threads.ContainsKey(thread.Tid))
                 throw new TargetException(TargetError.Exited, Pid, $"thread {thread.Tid} of process {Pid} exited");
+            ThrowIfEnded();
             if (Stopwatch.GetTimestamp() > deadlineTimestamp)
                 return false;
             Libc.MicroSleep(10);

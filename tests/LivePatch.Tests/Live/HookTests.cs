@@ -230,6 +230,26 @@ public class HookTests
     }
 
     [Fact]
+    public void A_hook_that_calls_abort_is_abandoned_as_a_crash_within_its_timeout_and_the_target_lives()
+    {
+        using var worker = StartWorker();
+        var compute = worker.ReadyAddress("compute");
+        var code = Code(worker.Pid, compute);
+        using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
+
+        var error = Assert.Throws<PatchRefusedException>(() => patcher.Apply(Build("aborting")));
+
+        Assert.Equal(LivePatchRefusal.HookFailed, error.Refusal);
+        Assert.Contains("its pre-apply hook give_up", error.Message, StringComparison.Ordinal);
+        Assert.Contains("crashed with SIGABRT", error.Message, StringComparison.Ordinal);
+        Assert.EndsWith("apply refused, nothing was redirected", error.Message, StringComparison.Ordinal);
+        Assert.Empty(patcher.List());
+        Assert.Equal(code, Code(worker.Pid, compute));
+        worker.AssertValueBecomes("compute", 3);
+        Assert.False(worker.HasExited);
+    }
+
+    [Fact]
     public void The_command_exits_4_on_a_veto_naming_the_hook_and_its_code()
     {
         using var worker = StartWorker();

@@ -62,6 +62,9 @@ internal static partial class Libc
 
     public const int KcmpVm = 1;
 
+    [LibraryImport("libc", EntryPoint = "pwrite", SetLastError = true)]
+    public static unsafe partial nint PWrite(nint fd, byte* buffer, nuint count, long offset);
+
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     public static partial int Kill(int pid, int signal);
 
