@@ -39,13 +39,14 @@ internal static class SymbolsCommand
             Arity = ArgumentArity.ZeroOrOne,
         };
         var json = new Option<bool>("--json") { Description = "Print the functions as JSON." };
+        var debugDirectories = PayloadCommandOptions.DebugDirectoryOption();
         var command = new Command("symbols", "List the functions of a running process that match a pattern: module, name, address, size, binding, symbol table, IFUNC, gcc clone, too short to patch. Needs no ptrace.")
         {
-            pid, pattern, json,
+            pid, pattern, json, debugDirectories,
         };
         command.SetAction(parse => LiveCommands.Run(_ =>
         {
-            using var target = TargetProcess.Open(parse.GetValue(pid));
+            using var target = TargetProcess.Open(parse.GetValue(pid), PayloadCommandOptions.DebugDirectories(parse, debugDirectories));
             var rows = Find(target, parse.GetValue(pattern) ?? "*");
             if (parse.GetValue(json))
             {

@@ -13,13 +13,15 @@ public sealed class TargetModule
     private const ulong PageMask = ~0xfffUL;
 
     private readonly int _pid;
+    private readonly IReadOnlyList<string> _debugDirectories;
     private readonly Lazy<ElfFile> _elf;
     private readonly Lazy<ulong> _loadBias;
     private readonly Lazy<IReadOnlyList<TargetSymbol>> _symbols;
 
-    internal TargetModule(int pid, string path, IReadOnlyList<MemoryRegion> regions, bool isMainExecutable)
+    internal TargetModule(int pid, string path, IReadOnlyList<MemoryRegion> regions, bool isMainExecutable, IReadOnlyList<string> debugDirectories)
     {
         _pid = pid;
+        _debugDirectories = debugDirectories;
         Path = path;
         Regions = regions;
         IsMainExecutable = isMainExecutable;
@@ -74,7 +76,7 @@ public sealed class TargetModule
         if (!IsStripped)
             return symbols;
         var looked = new List<string>();
-        if (DebugFiles.Find(Elf, Path, DebugFiles.Directories(), looked) is { } debug)
+        if (DebugFiles.Find(Elf, Path, _debugDirectories, looked) is { } debug)
         {
             DebugFile = debug.Path;
             var seen = Symbols.Select(s => (s.Name, s.Address)).ToHashSet();
