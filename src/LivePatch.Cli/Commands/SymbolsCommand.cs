@@ -93,7 +93,7 @@ internal static class SymbolsCommand
             {
                 var (source, kind) = CloneNames.Classify(symbol.Name);
                 rows.Add(new FunctionRow(module.Name, symbol.Name, symbol.Address, symbol.Size, symbol.Binding.ToString().ToLowerInvariant(),
-                    symbol.IsDynamic ? ".dynsym" : symbol.FromDebugFile ? $"debug file {module.DebugFile}" : ".symtab", symbol.Type == ElfSymbolType.GnuIndirectFunction, symbol.IsNonDefaultVersion,
+                    symbol.IsDynamic ? ".dynsym" : !symbol.FromDebugFile ? ".symtab" : module.UsesMiniDebugInfo ? $"MiniDebugInfo {module.DebugFile}" : $"debug file {module.DebugFile}", symbol.Type == ElfSymbolType.GnuIndirectFunction, symbol.IsNonDefaultVersion,
                     kind == CloneNameKind.Source ? null : source, TooShort(module, symbol)));
             }
         }

@@ -167,11 +167,12 @@ public sealed class TargetProcess : IDisposable
     private static string StrippedHint(IEnumerable<TargetModule> modules)
     {
         var named = modules.DistinctBy(m => m.Path).ToList();
-        var stripped = named.Where(m => m.IsStripped && m.DebugFile is null && (named.Count == 1 || m.IsMainExecutable)).ToList();
+        var stripped = named.Where(m => m.IsStripped && (m.DebugFile is null || m.UsesMiniDebugInfo) && (named.Count == 1 || m.IsMainExecutable)).ToList();
         if (stripped.Count == 0)
             return "";
         var module = stripped[0];
-        return $" ({module.Name} is stripped and no debug file of it was found: looked for {string.Join(", ", module.DebugFilesLooked.DefaultIfEmpty("none (it has neither a build-id nor a .gnu_debuglink)"))}; " +
+        var what = module.UsesMiniDebugInfo ? $"is stripped, its MiniDebugInfo ({module.DebugFile}) does not name it" : "is stripped";
+        return $" ({module.Name} {what} and no debug file of it was found: looked for {string.Join(", ", module.DebugFilesLooked.DefaultIfEmpty("none (it has neither a build-id nor a .gnu_debuglink)"))}; " +
             $"install its debug package, or put its debug file in a debug directory (--debug-dir, {DebugFiles.DirectoryVariable}); a function without a name is module+0xOFFSET)";
     }
 
