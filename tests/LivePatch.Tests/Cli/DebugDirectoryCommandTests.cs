@@ -29,10 +29,10 @@ public class DebugDirectoryCommandTests
         Assert.Equal(3, apply.ExitCode); // the first directory does not exist
         Assert.Contains("debug directory", apply.Error, StringComparison.Ordinal);
         Directory.CreateDirectory(Path.Combine(directory, "empty-but-there"));
-        apply = LivepatchCli.Run("apply", pid, payload, "--debug-dir", Path.Combine(directory, "empty-but-there"), "--debug-dir", root);
+        apply = LivepatchCli.Run("apply", pid, payload, "--debug-dir", Path.Combine(directory, "empty-but-there"), "--debug-dir", root, "--timeout", "2000");
         Assert.True(apply.ExitCode == 0, apply.Error);
         worker.AssertValueBecomes("secret", 71);
-        Assert.Equal(0, LivepatchCli.Run("revert", pid, "secret").ExitCode);
+        Assert.Equal(0, LivepatchCli.Run("revert", pid, "secret", "--timeout", "2000").ExitCode);
         worker.AssertValueBecomes("secret", 8);
     }
 
