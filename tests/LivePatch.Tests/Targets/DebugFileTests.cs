@@ -11,11 +11,14 @@ namespace LivePatch.Tests.Targets;
 [Collection(ProcessTests.Name)]
 public class DebugFileTests
 {
-    /// <summary>Builds worker.c as <paramref name="name"/>.full, then its debug file (--only-keep-debug) and a stripped copy beside it.</summary>
-    internal static (string Stripped, string Debug, string Directory) Split(string name, string flags = "")
+    /// <summary>
+    /// Builds <paramref name="source"/> (worker.c by default) as <paramref name="name"/>.full, then its debug file
+    /// (--only-keep-debug) and a stripped copy beside it.
+    /// </summary>
+    internal static (string Stripped, string Debug, string Directory) Split(string name, string flags = "", string source = "targets/worker.c")
     {
         var directory = ExternalTool.ScratchDirectory("debugfiles");
-        var built = Gcc.Compile("targets/worker.c", $"{TestTargets.WorkerFlags} {flags}".Trim(), Path.Combine(directory, name + ".full"));
+        var built = Gcc.Compile(source, $"{TestTargets.WorkerFlags} {flags}".Trim(), Path.Combine(directory, name + ".full"));
         var debug = Path.Combine(directory, name + ".debug");
         var stripped = Path.Combine(directory, name);
         ExternalTool.Run("objcopy", "--only-keep-debug", built, debug);
