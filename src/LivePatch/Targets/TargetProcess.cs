@@ -109,8 +109,8 @@ public sealed class TargetProcess : IDisposable
     /// name (<c>libz.so.1.2.13</c>), its soname (<c>libz.so.1</c>), either without its <c>.so</c> suffix (<c>libz</c>) or a path. Static symbols count
     /// when the module has a <c>.symtab</c>; old symbol versions (<c>name@VER</c>) count only when no default exists.
     /// A function without a name (a stripped binary) is <c>module+0xOFFSET</c>: OFFSET is its address in the module's
-    /// file, as <c>nm</c> and <c>objdump</c> of an unstripped build show it; the symbol there is returned, or an
-    /// unnamed function of unknown size (<c>+0xOFFSET</c>).
+    /// file, as <c>nm</c> and <c>objdump</c> of an unstripped build show it; the symbol there (of the module's tables or,
+    /// stripped, of its debug file) is returned, or an unnamed function of unknown size (<c>+0xOFFSET</c>).
     /// </summary>
     /// <exception cref="SymbolResolutionException">No symbol, or several at different addresses; the message lists them; or an offset outside the module's code.</exception>
     public TargetSymbol ResolveSymbol(string spec)
@@ -188,7 +188,9 @@ public sealed class TargetProcess : IDisposable
         if (!module.Regions.Any(r => r.Contains(address) && r.Protection.HasFlag(MemoryProtection.Execute)))
             throw new SymbolResolutionException(spec, [],
                 $"'{spec}' in process {Pid} is 0x{address:x}, not in the code of {module.Name} (the offset is the address as nm shows it in the module's file)");
-        var named = module.Symbols.Where(s => s.Address == address && s.IsFunction).OrderBy(s => s.IsNonDefaultVersion).FirstOrDefault();
+        // A stripped module's debug file may name (and size) it.
+        var symbols = module.IsStripped ? module.Symbols.Concat(module.DebugSymbols) : module.Symbols;
+        var named = symbols.Where(s => s.Address == address && s.IsFunction).OrderBy(s => s.IsNonDefaultVersion).FirstOrDefault();
         return named ?? new TargetSymbol(module, $"+0x{offset:x}", address, 0, ElfSymbolType.Function, ElfSymbolBinding.Local, false, false);
     }
 

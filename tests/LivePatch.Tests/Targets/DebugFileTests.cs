@@ -51,6 +51,8 @@ public class DebugFileTests
         Assert.True(target.MainModule.IsStripped);
         Assert.Equal(debug, target.MainModule.DebugFile);
         Assert.Equal(worker.ReadyAddress("compute"), target.ResolveSymbol("compute").Address);
+        var atOffset = target.ResolveSymbol($"linked+0x{ElfFile.Load(debug).FindSymbols("secret")[0].Value:x}");
+        Assert.Equal((secret.Name, secret.Address, secret.Size), (atOffset.Name, atOffset.Address, atOffset.Size));
         _ = directory;
     }
 
