@@ -1,5 +1,6 @@
 using System.CommandLine;
 using LivePatch.Live;
+using LivePatch.Targets;
 
 namespace LivePatch.Cli.Commands;
 
@@ -19,9 +20,12 @@ internal sealed class PayloadCommandOptions
     private readonly Option<bool>? _force;
     private readonly Option<string[]>? _deny;
     private readonly Option<bool>? _allowClones;
+    private readonly Option<string[]>? _debugDirectories;
 
-    private PayloadCommandOptions(Option<int>? timeout, Option<string>? consistency, Option<bool>? force, Option<string[]>? deny, Option<bool>? allowClones)
+    private PayloadCommandOptions(Option<int>? timeout, Option<string>? consistency, Option<bool>? force, Option<string[]>? deny, Option<bool>? allowClones,
+        Option<string[]>? debugDirectories)
     {
+        _debugDirectories = debugDirectories;
         _timeout = timeout;
         _consistency = consistency;
         _force = force;
@@ -32,8 +36,8 @@ internal sealed class PayloadCommandOptions
     /// <summary>
     /// Adds the process argument to <paramref name="command"/>, before its own, and the options asked for, before its
     /// own: <c>--timeout</c> (threads wait until it to stop and to leave <paramref name="timeoutWaitsOutOf"/>),
-    /// <c>--consistency</c> (actions that change which code runs), <c>--force</c>, <c>--deny</c> and <c>--allow-clones</c>
-    /// (actions that check a payload object against the process).
+    /// <c>--consistency</c> (actions that change which code runs), <c>--force</c>, <c>--deny</c>, <c>--allow-clones</c> and
+    /// <c>--debug-dir</c> (actions that check a payload object against the process, resolving its names there).
     /// </summary>
     public static PayloadCommandOptions AddTo(Command command, bool timeout = false, bool consistency = false, bool checks = false,
         string timeoutWaitsOutOf = "the patched code")
@@ -43,10 +47,11 @@ internal sealed class PayloadCommandOptions
             consistency ? ConsistencyOption() : null,
             checks ? ForceOption() : null,
             checks ? DenyOption() : null,
-            checks ? AllowClonesOption() : null);
+            checks ? AllowClonesOption() : null,
+            checks ? DebugDirectoryOption() : null);
         command.Arguments.Insert(0, options._pid);
         var at = 0;
-        foreach (var option in new Option?[] { options._timeout, options._consistency, options._force, options._deny, options._allowClones }.OfType<Option>())
+        foreach (var option in new Option?[] { options._timeout, options._consistency, options._force, options._deny, options._allowClones, options._debugDirectories }.OfType<Option>())
             command.Options.Insert(at++, option);
         return options;
     }
@@ -62,6 +67,7 @@ internal sealed class PayloadCommandOptions
         Force = _force is not null && parse.GetValue(_force),
         Deny = (_deny is null ? null : parse.GetValue(_deny)) ?? [],
         AllowClones = _allowClones is not null && parse.GetValue(_allowClones),
+        DebugDirectories = DebugDirectories(parse, _debugDirectories),
         Cancellation = cancellation,
         Checkpoint = KillAtStep.FromEnvironment(),
     };
@@ -75,6 +81,27 @@ internal sealed class PayloadCommandOptions
         Description = $"Milliseconds to wait for every thread to stop and out of {waitsOutOf} (default {DefaultTimeoutMilliseconds}, as Xen).",
         DefaultValueFactory = _ => DefaultTimeoutMilliseconds,
     };
+
+    /// <summary><c>--debug-dir DIR</c>, repeatable; every command that resolves names in a process takes it.</summary>
+    internal static Option<string[]> DebugDirectoryOption() => new("--debug-dir")
+    {
+        Description = "A directory of separate debug files (laid out as /usr/lib/debug: .build-id/ab/cdef.debug, or by .gnu_debuglink name) "
+            + "for the symbols of stripped modules, searched before LIVEPATCH_DEBUG_DIR and /usr/lib/debug; repeat for several. It must exist.",
+        AllowMultipleArgumentsPerToken = false,
+    };
+
+    /// <summary>
+    /// The directories given with <paramref name="option"/>, in order (none when the command does not take it); one that
+    /// does not exist is refused here, before any process is started or seized.
+    /// </summary>
+    /// <exception cref="DebugDirectoryNotFoundException">A directory given does not exist.</exception>
+    internal static IReadOnlyList<string> DebugDirectories(ParseResult parse, Option<string[]>? option)
+    {
+        var directories = (option is null ? null : parse.GetValue(option)) ?? [];
+        if (directories.FirstOrDefault(d => !Directory.Exists(d)) is { } missing)
+            throw new DebugDirectoryNotFoundException(missing);
+        return directories;
+    }
 
     // Zero or less would mean no time at all: wait at least one millisecond.
     internal static TimeSpan TimeoutOf(int milliseconds) => TimeSpan.FromMilliseconds(Math.Max(1, milliseconds));

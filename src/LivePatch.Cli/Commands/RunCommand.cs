@@ -21,12 +21,13 @@ internal static class RunCommand
         };
         var payloads = new Option<FileInfo[]>("--payload") { Description = "A payload object to apply before the program runs; repeat for several, applied in order.", AllowMultipleArgumentsPerToken = false };
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Print nothing but errors." };
+        var debugDirectories = PayloadCommandOptions.DebugDirectoryOption();
         var command = new Command("run", """
             Start a program, stop it at its entry point once the dynamic loader has mapped its libraries, apply sites and payloads, then let it run.
             livepatch exits with the program's status once it ends (its exit code, or 128 + the signal that killed it); before the program runs, with its own codes, and the program is ended without having run.
             """)
         {
-            program, alternatives, payloads, quiet,
+            program, alternatives, payloads, quiet, debugDirectories,
         };
         var shared = SiteCommandOptions.ForRunCommand();
         command.SetAction(parse =>
@@ -35,8 +36,10 @@ internal static class RunCommand
             var say = parse.GetValue(quiet) ? (Action<string>)(_ => { }) : line => Console.Error.WriteLine($"livepatch: {line}");
             using var interruption = new Interruption();
             LaunchedProgram launched;
+            LivePatchOptions patcherOptions;
             try
             {
+                patcherOptions = shared.ToLivePatchOptions(parse, PayloadCommandOptions.DebugDirectories(parse, debugDirectories), interruption.Token);
                 launched = ProgramLauncher.Launch(words[0], words[1..]);
             }
             catch (Exception error)
@@ -50,7 +53,7 @@ internal static class RunCommand
                 {
                     if (parse.GetValue(alternatives))
                         ApplySites(sites, say);
-                    var patcher = new LivePatcher(launched.Process, shared.ToLivePatchOptions(parse, interruption.Token));
+                    var patcher = new LivePatcher(launched.Process, patcherOptions);
                     foreach (var payload in parse.GetValue(payloads) ?? [])
                     {
                         var report = patcher.Apply(payload.FullName);

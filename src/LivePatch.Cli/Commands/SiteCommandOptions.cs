@@ -73,9 +73,10 @@ internal sealed class SiteCommandOptions
         BeforeChange = pid is { } target ? () => LivePatcher.RefuseWhileInterrupted(target) : null,
     };
 
-    /// <summary>The options for the payload patcher (run's payloads): run's second.</summary>
-    public LivePatchOptions ToLivePatchOptions(ParseResult parse, CancellationToken cancellation) => new()
+    /// <summary>The options for the payload patcher (run's payloads): run's second, and the debug directories given.</summary>
+    public LivePatchOptions ToLivePatchOptions(ParseResult parse, IReadOnlyList<string> debugDirectories, CancellationToken cancellation) => new()
     {
+        DebugDirectories = debugDirectories,
         Timeout = _timeout is null ? LaunchTimeout : PayloadCommandOptions.TimeoutOf(parse.GetValue(_timeout)),
         Cancellation = cancellation,
         Checkpoint = KillAtStep.FromEnvironment(),

@@ -39,13 +39,14 @@ internal static class SymbolsCommand
             Arity = ArgumentArity.ZeroOrOne,
         };
         var json = new Option<bool>("--json") { Description = "Print the functions as JSON." };
+        var debugDirectories = PayloadCommandOptions.DebugDirectoryOption();
         var command = new Command("symbols", "List the functions of a running process that match a pattern: module, name, address, size, binding, symbol table, IFUNC, gcc clone, too short to patch. Needs no ptrace.")
         {
-            pid, pattern, json,
+            pid, pattern, json, debugDirectories,
         };
         command.SetAction(parse => LiveCommands.Run(_ =>
         {
-            using var target = TargetProcess.Open(parse.GetValue(pid));
+            using var target = TargetProcess.Open(parse.GetValue(pid), PayloadCommandOptions.DebugDirectories(parse, debugDirectories));
             var rows = Find(target, parse.GetValue(pattern) ?? "*");
             if (parse.GetValue(json))
             {
@@ -92,7 +93,7 @@ internal static class SymbolsCommand
             {
                 var (source, kind) = CloneNames.Classify(symbol.Name);
                 rows.Add(new FunctionRow(module.Name, symbol.Name, symbol.Address, symbol.Size, symbol.Binding.ToString().ToLowerInvariant(),
-                    symbol.IsDynamic ? ".dynsym" : symbol.FromDebugFile ? $"debug file {module.DebugFile}" : ".symtab", symbol.Type == ElfSymbolType.GnuIndirectFunction, symbol.IsNonDefaultVersion,
+                    symbol.IsDynamic ? ".dynsym" : !symbol.FromDebugFile ? ".symtab" : module.UsesMiniDebugInfo ? $"MiniDebugInfo {module.DebugFile}" : $"debug file {module.DebugFile}", symbol.Type == ElfSymbolType.GnuIndirectFunction, symbol.IsNonDefaultVersion,
                     kind == CloneNameKind.Source ? null : source, TooShort(module, symbol)));
             }
         }

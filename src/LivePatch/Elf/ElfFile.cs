@@ -102,7 +102,7 @@ public sealed class ElfFile
             throw new ArgumentException("The segment does not belong to this file.", nameof(segment));
         }
 
-        return segment.Type == ElfSegmentType.Null
+        return segment.Type == ElfSegmentType.Null || segment.FileSize == 0
             ? ReadOnlyMemory<byte>.Empty
             : _bytes.Slice((int)segment.Offset, (int)segment.FileSize);
     }

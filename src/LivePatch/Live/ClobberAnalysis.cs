@@ -64,7 +64,10 @@ internal sealed class ClobberAnalysis(TargetProcess target)
         var module = target.Modules.FirstOrDefault(m => m.Regions.Any(r => r.Contains(entry)));
         if (module is null)
             return ClobberSet.Everything;
-        var symbol = module.Symbols.Where(s => s.Address == entry && s.Size is > 0 and < MaxFunctionSize)
+        // A stripped module's functions are sized by its debug file: unknown, an old function would count as writing
+        // everything, and its callers' registers would go unprotected.
+        var symbols = module.IsStripped ? module.Symbols.Concat(module.DebugSymbols) : module.Symbols;
+        var symbol = symbols.Where(s => s.Address == entry && s.Size is > 0 and < MaxFunctionSize)
             .OrderBy(s => s.Type == ElfSymbolType.GnuIndirectFunction ? 1 : 0).FirstOrDefault();
         if (symbol is null || symbol.Type != ElfSymbolType.Function)
             return ClobberSet.Everything; // a PLT entry, an IFUNC resolver, or code nobody named

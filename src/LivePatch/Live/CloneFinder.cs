@@ -51,7 +51,9 @@ internal sealed class CloneFinder(LiveSession session)
         foreach (var module in replaced.Select(s => s.Module).Distinct())
         {
             var mine = replaced.Where(s => s.Module == module).ToList();
-            var functions = module.Symbols.Where(s => s.IsFunction && !s.IsNonDefaultVersion).ToList();
+            // A stripped module's clones and aliases are named by its debug file (or MiniDebugInfo), when it has one.
+            var symbols = module.IsStripped ? [.. module.Symbols, .. module.DebugSymbols] : module.Symbols;
+            var functions = symbols.Where(s => s.IsFunction && !s.IsNonDefaultVersion).ToList();
             var replacedAt = mine.Select(s => s.Address).ToHashSet();
             foreach (var symbol in mine)
             {
@@ -87,7 +89,8 @@ internal sealed class CloneFinder(LiveSession session)
             .Where(f => f.Address == symbol.Address && Unversioned(f.Name) != bare
                 && !(CloneNames.Classify(f.Name) is (var from, CloneNameKind.LocalAlias) && from == bare)
                 && !(CloneNames.Classify(bare) is (var mine, CloneNameKind.LocalAlias) && mine == Unversioned(f.Name)))
-            .DistinctBy(f => Unversioned(f.Name))
+            .OrderBy(f => f.Name.Length)
+            .DistinctBy(f => CloneNames.Source(Unversioned(f.Name)))
             .Select(f => new FunctionCopy(NameOf(symbol), FunctionCopyKind.Alias, NameOf(f), f.Address, Replaced: false));
     }
 

@@ -38,6 +38,13 @@ public sealed class LivePatchOptions
     /// </summary>
     public bool AllowClones { get; init; }
 
+    /// <summary>
+    /// Directories of separate debug files (laid out as <c>/usr/lib/debug</c>: <c>.build-id/ab/cdef….debug</c>, or by
+    /// <c>.gnu_debuglink</c> name) searched first for the symbols of stripped modules, before <c>LIVEPATCH_DEBUG_DIR</c>'s
+    /// and <c>/usr/lib/debug</c>; each must exist.
+    /// </summary>
+    public IReadOnlyList<string> DebugDirectories { get; init; } = [];
+
     /// <summary>How long a payload's hook may run in the target before it is abandoned and the action fails (default 1 s).</summary>
     public TimeSpan HookTimeout { get; init; } = TimeSpan.FromSeconds(1);
 }

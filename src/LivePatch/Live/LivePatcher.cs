@@ -18,8 +18,9 @@ public sealed class LivePatcher : IDisposable
 
     /// <summary>
     /// Works on <paramref name="process"/>, which the caller keeps and disposes (a program held by
-    /// <see cref="ProgramLauncher"/>, say).
+    /// <see cref="ProgramLauncher"/>, say); its debug files are looked for in the options' directories first.
     /// </summary>
+    /// <exception cref="DebugDirectoryNotFoundException">A directory of <see cref="LivePatchOptions.DebugDirectories"/> does not exist.</exception>
     public LivePatcher(AttachedProcess process, LivePatchOptions? options = null) : this(process, options, ownsProcess: false)
     {
     }
@@ -29,6 +30,7 @@ public sealed class LivePatcher : IDisposable
         ArgumentNullException.ThrowIfNull(process);
         StopWindowCode.EnsureCompiled();
         options ??= new LivePatchOptions();
+        process.Process.SearchDebugDirectoriesFirst(options.DebugDirectories);
         process.StopOneWait = options.Timeout > TimeSpan.FromSeconds(1) ? options.Timeout : TimeSpan.FromSeconds(1);
         _session = new LiveSession(process, options);
         _actions = new PayloadActions(_session);
@@ -43,7 +45,12 @@ public sealed class LivePatcher : IDisposable
     /// can act meanwhile) without stopping them; each action stops them only for its write.
     /// </summary>
     /// <exception cref="TargetException">No such process, no permission, or it is busy (another tracer).</exception>
-    public static LivePatcher Attach(int pid, LivePatchOptions? options = null) => new(AttachedProcess.Attach(pid), options, ownsProcess: true);
+    /// <exception cref="DebugDirectoryNotFoundException">A directory of <see cref="LivePatchOptions.DebugDirectories"/> does not exist.</exception>
+    public static LivePatcher Attach(int pid, LivePatchOptions? options = null)
+    {
+        DebugFiles.Directories(options?.DebugDirectories ?? []); // refused before the process is seized
+        return new(AttachedProcess.Attach(pid), options, ownsProcess: true);
+    }
 
     /// <summary>The payloads recorded in process <paramref name="pid"/>, oldest first; needs no ptrace.</summary>
     public static IReadOnlyList<AppliedPayloadInfo> List(int pid)

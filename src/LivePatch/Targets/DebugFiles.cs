@@ -6,17 +6,34 @@ namespace LivePatch.Targets;
 /// <summary>
 /// Finds a stripped module's separate debug file the way gdb does: by build-id
 /// (<c>DIR/.build-id/ab/cdef….debug</c>), then by <c>.gnu_debuglink</c> (its CRC32 checked) next to the module, in its
-/// <c>.debug/</c> directory and under each debug directory. The debug directories are <c>LIVEPATCH_DEBUG_DIR</c>
-/// (colon-separated) and <c>/usr/lib/debug</c>. A debug file whose build-id differs from the module's is never used.
+/// <c>.debug/</c> directory and under each debug directory. The debug directories are those the caller gave
+/// (<c>--debug-dir</c>), then <c>LIVEPATCH_DEBUG_DIR</c>'s (colon-separated), then <c>/usr/lib/debug</c>. A debug file
+/// whose build-id differs from the module's is never used.
 /// </summary>
 internal static class DebugFiles
 {
     /// <summary>The variable naming debug directories besides <c>/usr/lib/debug</c>.</summary>
     public const string DirectoryVariable = "LIVEPATCH_DEBUG_DIR";
 
-    /// <summary>The debug directories: <c>LIVEPATCH_DEBUG_DIR</c>'s, then <c>/usr/lib/debug</c>.</summary>
-    public static IReadOnlyList<string> Directories() =>
-        [.. (Environment.GetEnvironmentVariable(DirectoryVariable) ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries), "/usr/lib/debug"];
+    /// <summary>Where distributions install debug files.</summary>
+    public const string SystemDirectory = "/usr/lib/debug";
+
+    /// <summary>
+    /// The debug directories, in the order they are searched: <paramref name="given"/> (each must exist), then
+    /// <c>LIVEPATCH_DEBUG_DIR</c>'s, then <c>/usr/lib/debug</c>.
+    /// </summary>
+    /// <exception cref="DebugDirectoryNotFoundException">A directory of <paramref name="given"/> does not exist.</exception>
+    public static IReadOnlyList<string> Directories(IReadOnlyList<string> given)
+    {
+        foreach (var directory in given)
+        {
+            if (string.IsNullOrEmpty(directory) || !Directory.Exists(directory))
+                throw new DebugDirectoryNotFoundException(directory ?? "");
+        }
+        IEnumerable<string> all = [.. given.Select(Path.GetFullPath),
+            .. (Environment.GetEnvironmentVariable(DirectoryVariable) ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries), SystemDirectory];
+        return [.. all.Distinct(StringComparer.Ordinal)];
+    }
 
     /// <summary>
     /// The debug file of <paramref name="module"/> (mapped from <paramref name="path"/>), or null; <paramref name="looked"/>

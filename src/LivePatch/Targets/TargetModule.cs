@@ -13,13 +13,15 @@ public sealed class TargetModule
     private const ulong PageMask = ~0xfffUL;
 
     private readonly int _pid;
+    private readonly IReadOnlyList<string> _debugDirectories;
     private readonly Lazy<ElfFile> _elf;
     private readonly Lazy<ulong> _loadBias;
     private readonly Lazy<IReadOnlyList<TargetSymbol>> _symbols;
 
-    internal TargetModule(int pid, string path, IReadOnlyList<MemoryRegion> regions, bool isMainExecutable)
+    internal TargetModule(int pid, string path, IReadOnlyList<MemoryRegion> regions, bool isMainExecutable, IReadOnlyList<string> debugDirectories)
     {
         _pid = pid;
+        _debugDirectories = debugDirectories;
         Path = path;
         Regions = regions;
         IsMainExecutable = isMainExecutable;
@@ -61,8 +63,9 @@ public sealed class TargetModule
     public IReadOnlyList<TargetSymbol> Symbols => _symbols.Value;
 
     /// <summary>
-    /// For a stripped module, the symbols of its separate debug file (what stripping removed), read when first asked
-    /// for; empty when it is not stripped or no debug file of it was found (<see cref="DebugFilesLooked"/> says where).
+    /// For a stripped module, the symbols stripping removed, read when first asked for: from its separate debug file,
+    /// or else from its MiniDebugInfo (<c>.gnu_debugdata</c>); empty when it is not stripped or neither was found
+    /// (<see cref="DebugFilesLooked"/> says where debug files were looked for).
     /// </summary>
     public IReadOnlyList<TargetSymbol> DebugSymbols => _debugSymbols ??= ReadDebugSymbols();
 
@@ -74,7 +77,7 @@ public sealed class TargetModule
         if (!IsStripped)
             return symbols;
         var looked = new List<string>();
-        if (DebugFiles.Find(Elf, Path, DebugFiles.Directories(), looked) is { } debug)
+        if ((DebugFiles.Find(Elf, Path, _debugDirectories, looked) ?? MiniDebugInfo.Read(Elf, Name, looked)) is { } debug)
         {
             DebugFile = debug.Path;
             var seen = Symbols.Select(s => (s.Name, s.Address)).ToHashSet();
@@ -96,8 +99,14 @@ public sealed class TargetModule
     /// <summary>True when the module's file has no <c>.symtab</c>: only exported names are in it.</summary>
     public bool IsStripped => Elf.FindSection(".symtab") is null;
 
-    /// <summary>The separate debug file whose <c>.symtab</c> gave <see cref="DebugSymbols"/>, or null (read them first).</summary>
+    /// <summary>
+    /// Where <see cref="DebugSymbols"/> came from: the separate debug file's path, or <c>NAME.gnu_debugdata</c> for the
+    /// module's own MiniDebugInfo; null when neither was found (read them first).
+    /// </summary>
     public string? DebugFile { get; private set; }
+
+    /// <summary>True when <see cref="DebugSymbols"/> came from the module's MiniDebugInfo, not a separate debug file.</summary>
+    public bool UsesMiniDebugInfo => DebugFile is { } source && !System.IO.Path.IsPathRooted(source);
 
     /// <summary>For a stripped module: where a debug file was looked for and not found or not taken (and why).</summary>
     public IReadOnlyList<string> DebugFilesLooked { get; private set; } = [];
@@ -215,7 +224,7 @@ public sealed record TargetSymbol(TargetModule Module, string Name, ulong Addres
     /// <summary>True for a function (including GNU indirect functions).</summary>
     public bool IsFunction => Type is ElfSymbolType.Function or ElfSymbolType.GnuIndirectFunction;
 
-    /// <summary>True when it came from the module's separate debug file (the module is stripped), not its own tables.</summary>
+    /// <summary>True when it came from the module's separate debug file or MiniDebugInfo (the module is stripped), not its own tables.</summary>
     public bool FromDebugFile { get; init; }
 
     /// <summary>How it is named: <c>module!name</c>, or <c>module+0xOFFSET</c> for a function without a name.</summary>

@@ -11,28 +11,40 @@ public sealed class TargetProcess : IDisposable
     private readonly ProcessMemory _memory;
     private IReadOnlyList<TargetModule>? _modules;
 
-    private TargetProcess(int pid)
+    private TargetProcess(int pid, IReadOnlyList<string> debugDirectories)
     {
         Pid = pid;
+        DebugDirectories = debugDirectories;
         _memory = new ProcessMemory(pid);
     }
 
     /// <summary>The process id.</summary>
     public int Pid { get; }
 
+    /// <summary>
+    /// Where separate debug files of stripped modules are looked for by build-id and <c>.gnu_debuglink</c>, in this
+    /// order: the directories given when it was opened, <c>LIVEPATCH_DEBUG_DIR</c>'s, <c>/usr/lib/debug</c>.
+    /// </summary>
+    public IReadOnlyList<string> DebugDirectories { get; private set; }
+
     /// <summary>The process's memory, through <c>/proc/PID/mem</c>.</summary>
     internal ProcessMemory Memory => _memory;
 
-    /// <summary>Opens process <paramref name="pid"/> for reading and patching.</summary>
+    /// <summary>
+    /// Opens process <paramref name="pid"/> for reading and patching; the debug files of its stripped modules are looked
+    /// for in <paramref name="debugDirectories"/> first (see <see cref="DebugDirectories"/>).
+    /// </summary>
     /// <exception cref="TargetException">No such process, no permission, or it is not an x86-64 ELF process.</exception>
-    public static TargetProcess Open(int pid)
+    /// <exception cref="DebugDirectoryNotFoundException">A directory of <paramref name="debugDirectories"/> does not exist.</exception>
+    public static TargetProcess Open(int pid, IReadOnlyList<string>? debugDirectories = null)
     {
+        var directories = DebugFiles.Directories(debugDirectories ?? []);
         if (pid <= 0)
             throw TargetException.NotFound(pid);
         var status = TargetFiles.ReadAllText(pid, "status");
         if (status.Contains("State:\tZ", StringComparison.Ordinal))
             throw new TargetException(TargetError.Exited, pid, $"process {pid} has exited (it is a zombie)");
-        var target = new TargetProcess(pid);
+        var target = new TargetProcess(pid, directories);
         try
         {
             var main = target.MainModule;
@@ -60,6 +72,20 @@ public sealed class TargetProcess : IDisposable
     /// <summary>Forgets the cached module list, so the next use re-reads the memory map (after dlopen, say).</summary>
     public void Refresh() => _modules = null;
 
+    /// <summary>
+    /// Looks for debug files in <paramref name="directories"/> first from now on (a caller's options given after the
+    /// process was opened); modules are read again when that changes where to look.
+    /// </summary>
+    /// <exception cref="DebugDirectoryNotFoundException">A directory does not exist.</exception>
+    internal void SearchDebugDirectoriesFirst(IReadOnlyList<string> directories)
+    {
+        var all = DebugFiles.Directories(directories);
+        if (all.SequenceEqual(DebugDirectories, StringComparer.Ordinal))
+            return;
+        DebugDirectories = all;
+        Refresh();
+    }
+
     /// <summary>The ids of the process's threads, from <c>/proc/PID/task</c>.</summary>
     public IReadOnlyList<int> ThreadIds() => TargetFiles.TaskIds(Pid);
 
@@ -83,8 +109,8 @@ public sealed class TargetProcess : IDisposable
     /// name (<c>libz.so.1.2.13</c>), its soname (<c>libz.so.1</c>), either without its <c>.so</c> suffix (<c>libz</c>) or a path. Static symbols count
     /// when the module has a <c>.symtab</c>; old symbol versions (<c>name@VER</c>) count only when no default exists.
     /// A function without a name (a stripped binary) is <c>module+0xOFFSET</c>: OFFSET is its address in the module's
-    /// file, as <c>nm</c> and <c>objdump</c> of an unstripped build show it; the symbol there is returned, or an
-    /// unnamed function of unknown size (<c>+0xOFFSET</c>).
+    /// file, as <c>nm</c> and <c>objdump</c> of an unstripped build show it; the symbol there (of the module's tables or,
+    /// stripped, of its debug file) is returned, or an unnamed function of unknown size (<c>+0xOFFSET</c>).
     /// </summary>
     /// <exception cref="SymbolResolutionException">No symbol, or several at different addresses; the message lists them; or an offset outside the module's code.</exception>
     public TargetSymbol ResolveSymbol(string spec)
@@ -141,12 +167,13 @@ public sealed class TargetProcess : IDisposable
     private static string StrippedHint(IEnumerable<TargetModule> modules)
     {
         var named = modules.DistinctBy(m => m.Path).ToList();
-        var stripped = named.Where(m => m.IsStripped && m.DebugFile is null && (named.Count == 1 || m.IsMainExecutable)).ToList();
+        var stripped = named.Where(m => m.IsStripped && (m.DebugFile is null || m.UsesMiniDebugInfo) && (named.Count == 1 || m.IsMainExecutable)).ToList();
         if (stripped.Count == 0)
             return "";
         var module = stripped[0];
-        return $" ({module.Name} is stripped and no debug file of it was found: looked for {string.Join(", ", module.DebugFilesLooked.DefaultIfEmpty("none (it has neither a build-id nor a .gnu_debuglink)"))}; " +
-            $"install its debug package, or put its debug file in {DebugFiles.DirectoryVariable}; a function without a name is module+0xOFFSET)";
+        var what = module.UsesMiniDebugInfo ? $"is stripped, its MiniDebugInfo ({module.DebugFile}) does not name it" : "is stripped";
+        return $" ({module.Name} {what} and no debug file of it was found: looked for {string.Join(", ", module.DebugFilesLooked.DefaultIfEmpty("none (it has neither a build-id nor a .gnu_debuglink)"))}; " +
+            $"install its debug package, or put its debug file in a debug directory (--debug-dir, {DebugFiles.DirectoryVariable}); a function without a name is module+0xOFFSET)";
     }
 
     // module+0xOFFSET: the function at that link-time address of the module (a symbol's, or an unnamed one).
@@ -161,7 +188,9 @@ public sealed class TargetProcess : IDisposable
         if (!module.Regions.Any(r => r.Contains(address) && r.Protection.HasFlag(MemoryProtection.Execute)))
             throw new SymbolResolutionException(spec, [],
                 $"'{spec}' in process {Pid} is 0x{address:x}, not in the code of {module.Name} (the offset is the address as nm shows it in the module's file)");
-        var named = module.Symbols.Where(s => s.Address == address && s.IsFunction).OrderBy(s => s.IsNonDefaultVersion).FirstOrDefault();
+        // A stripped module's debug file may name (and size) it.
+        var symbols = module.IsStripped ? module.Symbols.Concat(module.DebugSymbols) : module.Symbols;
+        var named = symbols.Where(s => s.Address == address && s.IsFunction).OrderBy(s => s.IsNonDefaultVersion).FirstOrDefault();
         return named ?? new TargetSymbol(module, $"+0x{offset:x}", address, 0, ElfSymbolType.Function, ElfSymbolBinding.Local, false, false);
     }
 
@@ -193,7 +222,7 @@ public sealed class TargetProcess : IDisposable
             if (!regions.Any(r => r.Protection.HasFlag(MemoryProtection.Execute)))
                 continue;
             var isMain = exe.Length > 0 && (group.Key.Path == exe || group.Key.Path == exe + " (deleted)" || exe == group.Key.Path.Replace(" (deleted)", "", StringComparison.Ordinal));
-            modules.Add(new TargetModule(Pid, group.Key.Path, regions, isMain));
+            modules.Add(new TargetModule(Pid, group.Key.Path, regions, isMain, DebugDirectories));
         }
         return modules;
     }

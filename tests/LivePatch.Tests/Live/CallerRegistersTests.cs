@@ -49,6 +49,24 @@ public class CallerRegistersTests
     }
 
     [Fact]
+    public void In_a_stripped_program_the_function_its_debug_file_names_gets_the_thunk_its_callers_need()
+    {
+        var (stripped, debug, _) = Targets.DebugFileTests.Split("ipara", source: "targets/ipara.c");
+        ExternalTool.Run("objcopy", $"--add-gnu-debuglink={debug}", stripped);
+        using var ipara = RunningTarget.StartExecutable(stripped, "4");
+        using var patcher = LivePatcher.Attach(ipara.Pid, Generous.Options);
+
+        var applied = Assert.Single(patcher.Apply(Fix).Functions);
+
+        Assert.NotEqual(0UL, applied.Thunk);
+        Assert.Contains("rcx", applied.Keeps, StringComparison.Ordinal);
+        var scaled = ipara.NextValue("scaled");
+        Assert.True(ipara.NextValue("scaled") > scaled, "the new scale runs");
+        Assert.Equal(0, ipara.NextValue("wrong"));
+        patcher.Revert("ipa_fix");
+    }
+
+    [Fact]
     public void A_new_function_that_writes_nothing_more_than_the_old_one_is_jumped_to_directly()
     {
         using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "2");

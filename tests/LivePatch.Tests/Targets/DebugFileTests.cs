@@ -11,15 +11,29 @@ namespace LivePatch.Tests.Targets;
 [Collection(ProcessTests.Name)]
 public class DebugFileTests
 {
-    private static (string Stripped, string Debug, string Directory) Split(string name, string flags = "")
+    /// <summary>
+    /// Builds <paramref name="source"/> (worker.c by default) as <paramref name="name"/>.full, then its debug file
+    /// (--only-keep-debug) and a stripped copy beside it.
+    /// </summary>
+    internal static (string Stripped, string Debug, string Directory) Split(string name, string flags = "", string source = "targets/worker.c")
     {
         var directory = ExternalTool.ScratchDirectory("debugfiles");
-        var built = Gcc.Compile("targets/worker.c", $"{TestTargets.WorkerFlags} {flags}".Trim(), Path.Combine(directory, name + ".full"));
+        var built = Gcc.Compile(source, $"{TestTargets.WorkerFlags} {flags}".Trim(), Path.Combine(directory, name + ".full"));
         var debug = Path.Combine(directory, name + ".debug");
         var stripped = Path.Combine(directory, name);
         ExternalTool.Run("objcopy", "--only-keep-debug", built, debug);
         ExternalTool.Run("strip", "-o", stripped, built);
         return (stripped, debug, directory);
+    }
+
+    /// <summary>Puts <paramref name="debug"/> where a debug directory holds the debug file of <paramref name="stripped"/>: <c>ROOT/.build-id/ab/cdef….debug</c>.</summary>
+    internal static string UnderBuildId(string root, string stripped, string debug)
+    {
+        var buildId = ElfFile.Load(stripped).BuildId!;
+        var place = Path.Combine(root, ".build-id", buildId[..2], buildId[2..] + ".debug");
+        Directory.CreateDirectory(Path.GetDirectoryName(place)!);
+        File.Copy(debug, place, overwrite: true);
+        return place;
     }
 
     [Fact]
@@ -37,6 +51,8 @@ public class DebugFileTests
         Assert.True(target.MainModule.IsStripped);
         Assert.Equal(debug, target.MainModule.DebugFile);
         Assert.Equal(worker.ReadyAddress("compute"), target.ResolveSymbol("compute").Address);
+        var atOffset = target.ResolveSymbol($"linked+0x{ElfFile.Load(debug).FindSymbols("secret")[0].Value:x}");
+        Assert.Equal((secret.Name, secret.Address, secret.Size), (atOffset.Name, atOffset.Address, atOffset.Size));
         _ = directory;
     }
 
@@ -72,5 +88,28 @@ public class DebugFileTests
         {
             Environment.SetEnvironmentVariable("LIVEPATCH_DEBUG_DIR", previous);
         }
+    }
+
+    [Fact]
+    public void Debug_directories_given_are_searched_first_and_one_that_does_not_exist_is_refused()
+    {
+        var (stripped, debug, directory) = Split("given");
+        var given = Path.Combine(directory, "given-root");
+        var place = UnderBuildId(given, stripped, debug);
+        using var worker = RunningTarget.StartExecutable(stripped, "1");
+        using var target = TargetProcess.Open(worker.Pid, [given]);
+
+        var secret = target.ResolveSymbol("secret");
+
+        Assert.Equal(worker.ReadyAddress("secret"), secret.Address);
+        Assert.Equal(place, target.MainModule.DebugFile);
+        Assert.Equal(given, target.DebugDirectories[0]);
+        Assert.Equal("/usr/lib/debug", target.DebugDirectories[^1]);
+        var missing = Path.Combine(directory, "no-such-dir");
+        var error = Assert.Throws<DebugDirectoryNotFoundException>(() => TargetProcess.Open(worker.Pid, [missing]));
+        Assert.Equal(FailureKind.Input, error.Kind);
+        Assert.Contains(missing, error.Message, StringComparison.Ordinal);
+        Assert.Throws<DebugDirectoryNotFoundException>(() => LivePatch.Live.LivePatcher.Attach(worker.Pid, new() { DebugDirectories = [missing] }));
+        Assert.Equal(0, RunningTarget.TracerProcess(worker.Pid));
     }
 }

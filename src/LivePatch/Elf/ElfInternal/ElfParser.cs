@@ -397,7 +397,9 @@ internal sealed class ElfParser
         };
         var what = $"segment {index} (type 0x{(uint)segment.Type:x})";
         var field = (long)at;
-        if (segment.Type != ElfSegmentType.Null)
+        // An empty segment holds no bytes wherever it says they start: debug files (objcopy --only-keep-debug, MiniDebugInfo)
+        // keep the program headers of a file whose contents they dropped.
+        if (segment.Type != ElfSegmentType.Null && segment.FileSize != 0)
         {
             RequireInFile(segment.Offset, segment.FileSize, field + ElfLayout.POffset, what, "p_offset", "p_filesz");
         }
