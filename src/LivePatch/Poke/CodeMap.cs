@@ -57,7 +57,10 @@ internal sealed class CodeMap
     public IReadOnlyList<Entry> Entries => _entries;
 
     /// <summary>The entry holding <paramref name="address"/>, or null (binary search; nothing allocated).</summary>
-    public Entry? Find(ulong address)
+    public Entry? Find(ulong address) => IndexOf(address) is var index and >= 0 ? _entries[index] : null;
+
+    /// <summary>The index in <see cref="Entries"/> of the entry holding <paramref name="address"/>, or -1.</summary>
+    public int IndexOf(ulong address)
     {
         int low = 0, high = _entries.Length - 1;
         while (low <= high)
@@ -69,9 +72,9 @@ internal sealed class CodeMap
             else if (address >= entry.End)
                 low = middle + 1;
             else
-                return entry;
+                return middle;
         }
-        return null;
+        return -1;
     }
 
     /// <summary>

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Globalization;
 using System.Text;
 using LivePatch.Elf;
@@ -86,6 +87,12 @@ internal sealed class StackUnwinder
     private readonly StackWindow _window;
     private readonly ulong[] _chain = new ulong[MaxDepth + 1];
 
+    // Rows found, by the address looked up: threads share most frames (libc's sleeps, thread start), and a retried
+    // stop meets the same ones again. A row depends only on the module's CFI and the address, so it never goes stale.
+    private readonly Dictionary<ulong, (UnwindRow Row, string? Why)> _rows = [];
+    private readonly int[] _checked;
+    private int _stops;
+
     /// <summary>Prepares an unwinder for <paramref name="ranges"/>: the code map and every module's CFI are read here, before the stop.</summary>
     /// <exception cref="ArgumentException">A range is empty, or two ranges overlap.</exception>
     public StackUnwinder(TargetProcess target, IEnumerable<CodeRange> ranges, int limit = StackScanner.DefaultLimit)
@@ -101,6 +108,7 @@ internal sealed class StackUnwinder
         _mappings = new MappingBounds(target.Pid);
         _window = new StackWindow(target);
         Code = code;
+        _checked = new int[code.Entries.Count];
     }
 
     /// <summary>The code and CFI the unwinder knows.</summary>
@@ -128,6 +136,7 @@ internal sealed class StackUnwinder
         if (Ranges.Count == 0)
             return new StackUnwind(hits, unproven, fallbacks, 0, 0);
         _mappings.Refresh();
+        _stops++;
         try
         {
             foreach (var thread in threads)
@@ -209,12 +218,27 @@ internal sealed class StackUnwinder
         // A return address follows the call: the call itself (pc - 1) is in the caller's FDE and row. After a signal
         // frame the PC is the interrupted instruction itself.
         var lookup = afterSignal ? pc : pc - 1;
-        if (Code.Find(lookup) is not { } entry)
+        var index = Code.IndexOf(lookup);
+        if (index < 0)
             return "is in no module";
+        var entry = Code.Entries[index];
+        // The map was read before the stop: once per stop, each mapping used is checked to be still the one it was.
+        if (_checked[index] != _stops)
+        {
+            if (_mappings.Find(entry.Start) != (entry.Start, entry.End))
+                return $"is in 0x{entry.Start:x}-0x{entry.End:x}, mapped anew since the unwinder read {entry.Name} there";
+            _checked[index] = _stops;
+        }
         if (entry.Frames is null)
             return $"is in {entry.Name}, whose CFI could not be read";
-        if (!entry.Frames.TryFindRow(lookup - entry.Bias, out var row, out var missing))
-            return $"has {missing} in {entry.Name}";
+        if (!_rows.TryGetValue(lookup, out var found))
+        {
+            found.Why = entry.Frames.TryFindRow(lookup - entry.Bias, out found.Row, out var missing) ? null : $"has {missing} in {entry.Name}";
+            _rows[lookup] = found;
+        }
+        if (found.Why is not null)
+            return found.Why;
+        ref readonly var row = ref CollectionsMarshal.GetValueRefOrNullRef(_rows, lookup).Row;
         ReadOnlySpan<ulong> values = registers;
         ulong cfa;
         if (row.CfaExpressionLength != 0)
@@ -328,7 +352,7 @@ internal sealed class StackUnwinder
     /// </summary>
     private sealed class StackWindow(TargetProcess target) : IWordReader
     {
-        private const int FirstRead = 4096;
+        private const int FirstRead = 16 << 10;
 
         private byte[] _buffer = new byte[64 << 10];
         private ulong _start;
