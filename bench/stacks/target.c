@@ -1,13 +1,14 @@
 /*
  * target.c — the process the stack-scan benchmark stops and scans.
  *
- *     target THREADS STACK_KB [LIFETIME_SECONDS]
+ *     target THREADS STACK_KB [LIFETIME_SECONDS [FRAMES]]
  *
  * THREADS threads each descend through descend() until about STACK_KB KiB of their stack is live (frames of
  * 256 bytes whose padding holds data, not code addresses), then sleep there in nanosleep, 1 ms at a time, as
  * blocked server threads do. The main thread prints "ready PID compute=ADDR", then calls compute() every
  * millisecond (the function the benchmark's payload replaces) and exits after LIFETIME_SECONDS (default 600)
- * in case the harness died.
+ * in case the harness died. FRAMES, when given, sets the depth of descend() instead (STACK_KB then only sizes the
+ * threads' stacks).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -49,7 +50,7 @@ int main(int argc, char **argv)
     long lifetime = argc > 3 ? atol(argv[3]) : 600;
     pthread_attr_t attr;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    frames = stack_kb * 1024 / 256;
+    frames = argc > 4 ? atol(argv[4]) : stack_kb * 1024 / 256;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, (size_t)(stack_kb * 1024 * 2 + (1 << 20)));
     for (int i = 0; i < threads; i++) {

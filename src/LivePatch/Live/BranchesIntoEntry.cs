@@ -58,8 +58,8 @@ internal sealed record BranchIntoEntry(string Function, string Branch, CodeRange
     {
         if (functions.Count == 0)
             return null;
-        var scanner = new StackScanner(target, functions.Select(f => f.Body).DistinctBy(r => (r.Start, r.End)));
-        return threads => scanner.FindObstacle(threads) is { } obstacle
+        var unwinder = new StackUnwinder(target, functions.Select(f => f.Body).DistinctBy(r => (r.Start, r.End)));
+        return threads => unwinder.FindObstacle(threads) is { } obstacle
             ? $"{obstacle}; {functions.First(f => obstacle.Contains(f.Body.Name, StringComparison.Ordinal)).Why}, so no thread may be in it while the jump is written"
             : null;
     }

@@ -13,9 +13,11 @@ public enum ConsistencyModel
     Entry,
 
     /// <summary>
-    /// Entry, and no thread has code that becomes inactive running or on its stack: on apply the old functions being
-    /// replaced, on revert the payload's code being taken out. Conservative: any stack word that looks like an address
-    /// in that code counts, so a stale value can delay or fail the change but a live frame is never missed.
+    /// Entry, and no thread has code that becomes inactive running or in a frame of its stack: on apply the old
+    /// functions being replaced, on revert the payload's code being taken out. Each thread is unwound with the
+    /// modules' <c>.eh_frame</c>, so only real frames count; above a frame without CFI (JIT code, payload code) its
+    /// stack is scanned conservatively, any word that looks like an address in that code counting: a live frame is
+    /// never missed.
     /// </summary>
     Stack,
 }
@@ -44,8 +46,8 @@ internal static class StackConsistency
 
     private static Func<IReadOnlyList<StoppedThread>, string?> Check(LiveSession session, List<CodeRange> ranges)
     {
-        var scanner = new StackScanner(session.Target, ranges);
-        return threads => scanner.FindObstacle(threads) is { } obstacle ? $"{obstacle} (stack consistency)" : null;
+        var unwinder = new StackUnwinder(session.Target, ranges);
+        return threads => unwinder.FindObstacle(threads) is { } obstacle ? $"{obstacle} (stack consistency)" : null;
     }
 
     /// <summary>

@@ -114,12 +114,13 @@ internal sealed class PayloadMemory(LiveSession session)
     {
         var ranges = blocks.Where(b => b.Use is "text" or "trampolines")
             .Select(b => new CodeRange(b.Address, b.Address + b.Size, b.Address, $"payload '{name}' ({b.Use})")).ToList();
-        var scanner = new StackScanner(session.Target, ranges);
+        // Payload code has no CFI: a frame in it makes the unwinder scan the rest of that stack, so nothing is missed.
+        var unwinder = new StackUnwinder(session.Target, ranges);
         var obstacle = "";
         var unmapped = 0;
         return StopTheWorld.Run(session.Process, session.Options.Timeout, threads =>
         {
-            if (scanner.FindObstacle(threads) is { } found)
+            if (unwinder.FindObstacle(threads) is { } found)
             {
                 obstacle = found;
                 return StopTheWorld.Outcome.Retry;

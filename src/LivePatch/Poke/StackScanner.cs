@@ -135,35 +135,47 @@ internal sealed class StackScanner
                 unproven.Add($"thread {thread.Tid}: its rsp 0x{thread.Rsp:x} is in no mapping, so its stack cannot be scanned");
                 continue;
             }
-            // Return addresses sit in 8-byte-aligned words: the ABI keeps RSP a multiple of 8 (of 16 at each call).
-            var from = (thread.Rsp + 7) & ~7UL;
-            var length = stack.End > from ? (stack.End - from) & ~7UL : 0;
-            if (length > (ulong)_limit)
-            {
-                unproven.Add($"thread {thread.Tid}: its stack from rsp 0x{thread.Rsp:x} to the end of its mapping at 0x{stack.End:x} is {Size((long)length)}, beyond the {Size(_limit)} scan limit, so no frame can be ruled out");
-                continue;
-            }
-            if (length == 0)
-                continue;
-            if ((ulong)_buffer.Length < length)
-                _buffer = GC.AllocateUninitializedArray<byte>((int)Math.Min(_limit, (long)System.Numerics.BitOperations.RoundUpToPowerOf2(length)));
-            var bytes = _buffer.AsSpan(0, (int)length);
-            if (!_target.TryReadMemory(from, bytes))
-            {
-                unproven.Add($"thread {thread.Tid}: its stack [0x{from:x}, 0x{stack.End:x}) could not be read");
-                continue;
-            }
-            scanned += (long)length;
-            var words = MemoryMarshal.Cast<byte, ulong>(bytes);
-            for (var i = NextCandidate(words, 0); i < words.Length; i = NextCandidate(words, i + 1))
-            {
-                if (RangeAt(words[i]) is not { } range)
-                    continue;
-                Add(hits, new StackHit(thread.Tid, range, words[i], from + (ulong)i * 8, thread.Rsp));
-                if (!everyHit)
-                    break; // one hit is enough to name the thread
-            }
+            ScanWords(thread.Tid, thread.Rsp, thread.Rsp, stack.End, everyHit, hits, unproven, ref scanned);
         }
+    }
+
+    /// <summary>
+    /// Scans the words of one thread's stack from <paramref name="from"/> (its RSP, or a frame's stack pointer where
+    /// unwinding stopped) to <paramref name="end"/>, the end of the mapping holding it; hits name
+    /// <paramref name="rsp"/> as the thread's RSP. False when the stack could not be read (said in <paramref name="unproven"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal bool ScanWords(int tid, ulong rsp, ulong from, ulong end, bool everyHit, List<StackHit> hits, List<string> unproven, ref long scanned)
+    {
+        // Return addresses sit in 8-byte-aligned words: the ABI keeps RSP a multiple of 8 (of 16 at each call).
+        var start = (from + 7) & ~7UL;
+        var length = end > start ? (end - start) & ~7UL : 0;
+        if (length > (ulong)_limit)
+        {
+            unproven.Add($"thread {tid}: its stack from rsp 0x{from:x} to the end of its mapping at 0x{end:x} is {Size((long)length)}, beyond the {Size(_limit)} scan limit, so no frame can be ruled out");
+            return false;
+        }
+        if (length == 0)
+            return true;
+        if ((ulong)_buffer.Length < length)
+            _buffer = GC.AllocateUninitializedArray<byte>((int)Math.Min(_limit, (long)System.Numerics.BitOperations.RoundUpToPowerOf2(length)));
+        var bytes = _buffer.AsSpan(0, (int)length);
+        if (!_target.TryReadMemory(start, bytes))
+        {
+            unproven.Add($"thread {tid}: its stack [0x{start:x}, 0x{end:x}) could not be read");
+            return false;
+        }
+        scanned += (long)length;
+        var words = MemoryMarshal.Cast<byte, ulong>(bytes);
+        for (var i = NextCandidate(words, 0); i < words.Length; i = NextCandidate(words, i + 1))
+        {
+            if (RangeAt(words[i]) is not { } range)
+                continue;
+            Add(hits, new StackHit(tid, range, words[i], start + (ulong)i * 8, rsp));
+            if (!everyHit)
+                break; // one hit is enough to name the thread
+        }
+        return true;
     }
 
     /// <summary>The index of the first word from <paramref name="start"/> between the lowest and highest range bounds, or the length.</summary>
@@ -187,7 +199,7 @@ internal sealed class StackScanner
     }
 
     /// <summary>The range whose active part holds <paramref name="address"/>, or null (binary search: the ranges are disjoint).</summary>
-    private CodeRange? RangeAt(ulong address)
+    internal CodeRange? RangeAt(ulong address)
     {
         if (address < _lowest || address >= _highest)
             return null;

@@ -16,7 +16,7 @@ internal static class StopWindowCode
 
     private static bool CompileAll()
     {
-        foreach (var type in new[] { typeof(StopTheWorld), typeof(TextPoker), typeof(PokeSite), typeof(PokeOptions), typeof(StackScanner), typeof(StackScan), typeof(MappingBounds), typeof(AttachedProcess), typeof(PtraceSession), typeof(TargetProcess), typeof(ProcessMemory), typeof(Targets.Native.Libc) })
+        foreach (var type in new[] { typeof(StopTheWorld), typeof(TextPoker), typeof(PokeSite), typeof(PokeOptions), typeof(StackScanner), typeof(StackScan), typeof(StackUnwinder), typeof(StackUnwind), typeof(FrameHit), typeof(CodeMap), typeof(Elf.CallFrameInfo), typeof(Elf.DwarfExpression), typeof(MappingBounds), typeof(AttachedProcess), typeof(PtraceSession), typeof(TargetProcess), typeof(ProcessMemory), typeof(Targets.Native.Libc) })
             foreach (var nested in Flatten(type))
                 foreach (var method in nested.GetMethods(BindingFlags.Instance | BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
                     if (!method.IsAbstract && !method.ContainsGenericParameters)

@@ -195,8 +195,9 @@ internal static class TextPoker
         }
         if (ranges is null)
             return null;
-        var scanner = new StackScanner(target, ranges.DistinctBy(r => r.Start).OrderBy(r => r.Start));
-        return threads => scanner.FindObstacle(threads) is { } found ? $"{found}: it would return into the middle of the new bytes" : null;
+        // The unwinder: a return address is a frame's PC, and a stale copy in a dead slot returns nowhere.
+        var unwinder = new StackUnwinder(target, ranges.DistinctBy(r => r.Start).OrderBy(r => r.Start));
+        return threads => unwinder.FindObstacle(threads) is { } found ? $"{found}: it would return into the middle of the new bytes" : null;
     }
 }
 

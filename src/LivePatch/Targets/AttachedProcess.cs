@@ -111,7 +111,7 @@ public sealed class AttachedProcess : IPatchTarget, IDisposable
         for (var i = 0; i < tids.Count; i++)
         {
             var registers = Session.GetRegisters(tids[i]);
-            threads[i] = new StoppedThread(tids[i], registers.Rip, registers.Rsp);
+            threads[i] = new StoppedThread(tids[i], registers.Rip, registers.Rsp) { Registers = ThreadRegisters.From(registers) };
         }
         return threads;
     }

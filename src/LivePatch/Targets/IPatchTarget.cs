@@ -4,7 +4,11 @@ namespace LivePatch.Targets;
 /// <param name="Tid">The thread id.</param>
 /// <param name="Rip">Its instruction pointer.</param>
 /// <param name="Rsp">Its stack pointer.</param>
-public readonly record struct StoppedThread(int Tid, ulong Rip, ulong Rsp);
+public readonly record struct StoppedThread(int Tid, ulong Rip, ulong Rsp)
+{
+    /// <summary>Every general register as the stop read it (the stack unwinder starts from them); unset when only RIP and RSP are known.</summary>
+    internal ThreadRegisters Registers { get; init; }
+}
 
 /// <summary>
 /// A process whose code LivePatch changes, as the rendezvous and the poker see it: read and write its memory, stop

@@ -17,6 +17,7 @@ public sealed class TargetModule
     private readonly Lazy<ElfFile> _elf;
     private readonly Lazy<ulong> _loadBias;
     private readonly Lazy<IReadOnlyList<TargetSymbol>> _symbols;
+    private CallFrameInfo? _callFrames;
 
     internal TargetModule(int pid, string path, IReadOnlyList<MemoryRegion> regions, bool isMainExecutable, IReadOnlyList<string> debugDirectories)
     {
@@ -95,6 +96,14 @@ public sealed class TargetModule
         DebugFilesLooked = looked;
         return symbols;
     }
+
+    /// <summary>
+    /// The module's <c>.eh_frame</c> call-frame information, parsed and indexed when first asked for (before a stop) and
+    /// kept: what the stack unwinder reads inside the stop.
+    /// </summary>
+    /// <exception cref="TargetException">The mapped file cannot be read.</exception>
+    /// <exception cref="ElfFormatException">Its <c>.eh_frame</c> or <c>.eh_frame_hdr</c> lies.</exception>
+    internal CallFrameInfo CallFrames => _callFrames ??= CallFrameInfo.Read(Elf);
 
     /// <summary>True when the module's file has no <c>.symtab</c>: only exported names are in it.</summary>
     public bool IsStripped => Elf.FindSection(".symtab") is null;

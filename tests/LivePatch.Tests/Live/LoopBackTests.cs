@@ -31,7 +31,7 @@ public class LoopBackTests
 
         Assert.Contains("its code branches back into the bytes the jump replaces (jmp at +0xd to +0x2)", check.Detail, StringComparison.Ordinal);
         Assert.Equal(TargetError.Timeout, error.Error);
-        Assert.Matches(@"thread \d+ is running loops-[0-9A-F]+!sum_to \(rip 0x[0-9a-f]+, offset 0x[0-9a-f]+\); its code branches back into the bytes the jump replaces \(jmp at \+0xd to \+0x2\), so no thread may be in it while the jump is written after \d+ attempts", error.Message);
+        Assert.Matches(@"thread \d+ is running loops-[0-9A-F]+!sum_to \(rip 0x[0-9a-f]+, offset 0x[0-9a-f]+\); frames loops-[0-9A-F]+!sum_to\+0x[0-9a-f]+ ← [^;]*; its code branches back into the bytes the jump replaces \(jmp at \+0xd to \+0x2\), so no thread may be in it while the jump is written after \d+ attempts", error.Message);
         Assert.Empty(patcher.List());
         before.AssertUnchanged();
         var calls = loops.NextValue("calls");
