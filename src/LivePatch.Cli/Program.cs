@@ -28,4 +28,12 @@ if (Console.IsOutputRedirected)
     Spectre.Console.AnsiConsole.Profile.Width = 240;
     Spectre.Console.AnsiConsole.Profile.Capabilities.Ansi = false;
 }
-return root.Parse(args).Invoke();
+var parse = root.Parse(args);
+// Errors with --help or --version still show those; otherwise the error action would print the help text too.
+if (parse.Errors.Count > 0 && args.Length > 0 && parse.Action is System.CommandLine.Invocation.ParseErrorAction)
+{
+    // One line, as for every other failure: the first error and where the command's options are listed.
+    Console.Error.WriteLine($"livepatch: {UsageErrors.Describe(parse)}");
+    return ExitCodes.Usage;
+}
+return parse.Invoke();

@@ -73,14 +73,36 @@ internal sealed class PayloadCommandOptions
     };
 
     /// <summary>The <c>pid</c> argument; the site commands that act on a process take it too.</summary>
-    internal static Argument<int> PidArgument() => new("pid") { Description = "The target process id." };
+    internal static Argument<int> PidArgument() => new("pid")
+    {
+        Description = "The target process id.",
+        CustomParser = result =>
+        {
+            var text = result.Tokens.Count == 1 ? result.Tokens[0].Value : "";
+            if (int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid) && pid > 0)
+                return pid;
+            result.AddError($"'{text}' is not a process id (a positive number, as ps shows it)");
+            return 0;
+        },
+    };
 
     /// <summary><c>--timeout MS</c>; the site commands that act on a process take it too.</summary>
     internal static Option<int> TimeoutOption(string waitsOutOf = "the patched code") => new("--timeout")
     {
         Description = $"Milliseconds to wait for every thread to stop and out of {waitsOutOf} (default {DefaultTimeoutMilliseconds}, as Xen).",
         DefaultValueFactory = _ => DefaultTimeoutMilliseconds,
+        Validators = { RequirePositive },
     };
+
+    /// <summary>A <c>--timeout</c> of 0 or less is a usage error: no stop can succeed in it.</summary>
+    internal static void RequirePositive(System.CommandLine.Parsing.OptionResult result)
+    {
+        if (result.Implicit)
+            return;
+        // Text that is no number at all gets the parser's own error.
+        if (result.Tokens is [var token] && int.TryParse(token.Value, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var value) && value <= 0)
+            result.AddError($"{result.Option.Name} must be a positive number of milliseconds, not {value}");
+    }
 
     /// <summary><c>--debug-dir DIR</c>, repeatable; every command that resolves names in a process takes it.</summary>
     internal static Option<string[]> DebugDirectoryOption() => new("--debug-dir")

@@ -48,6 +48,7 @@ internal sealed class SiteCommandOptions
         {
             Description = $"With --up or --smp: milliseconds to wait for every thread to stop (default {PayloadCommandOptions.DefaultTimeoutMilliseconds}).",
             DefaultValueFactory = _ => PayloadCommandOptions.DefaultTimeoutMilliseconds,
+            Validators = { PayloadCommandOptions.RequirePositive },
         });
         command.Options.Add(options._timeout!);
         return options;

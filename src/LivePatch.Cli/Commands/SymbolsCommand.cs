@@ -32,7 +32,7 @@ internal static class SymbolsCommand
 
     public static Command Create()
     {
-        var pid = new Argument<int>("pid") { Description = "The target process id." };
+        var pid = PayloadCommandOptions.PidArgument();
         var pattern = new Argument<string?>("pattern")
         {
             Description = "Which functions: a name or module!name, with * and ? as wildcards (default: every function).",

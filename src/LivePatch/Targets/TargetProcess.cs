@@ -21,6 +21,14 @@ public sealed class TargetProcess : IDisposable
     /// <summary>The process id.</summary>
     public int Pid { get; }
 
+    private static string? StatusField(string status, string field)
+    {
+        foreach (var line in status.Split('\n'))
+            if (line.StartsWith(field, StringComparison.Ordinal))
+                return line[field.Length..].Trim();
+        return null;
+    }
+
     /// <summary>
     /// Where separate debug files of stripped modules are looked for by build-id and <c>.gnu_debuglink</c>, in this
     /// order: the directories given when it was opened, <c>LIVEPATCH_DEBUG_DIR</c>'s, <c>/usr/lib/debug</c>.
@@ -44,6 +52,11 @@ public sealed class TargetProcess : IDisposable
         var status = TargetFiles.ReadAllText(pid, "status");
         if (status.Contains("State:\tZ", StringComparison.Ordinal))
             throw new TargetException(TargetError.Exited, pid, $"process {pid} has exited (it is a zombie)");
+        // Kernel threads have no user memory: their status lists no VmSize.
+        if (!status.Contains("\nVmSize:", StringComparison.Ordinal))
+            throw new TargetException(TargetError.PermissionDenied, pid, $"process {pid} ({StatusField(status, "Name:")}) is a kernel thread: it has no user code to patch");
+        if (StatusField(status, "Tgid:") is { } tgid && tgid != pid.ToString(System.Globalization.CultureInfo.InvariantCulture))
+            throw new TargetException(TargetError.NotFound, pid, $"{pid} is a thread of process {tgid}, not a process: give {tgid}");
         var target = new TargetProcess(pid, directories);
         try
         {

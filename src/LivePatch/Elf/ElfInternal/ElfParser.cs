@@ -62,8 +62,8 @@ internal sealed class ElfParser
         var bytes = Bytes;
         if (bytes[0] != 0x7f || bytes[1] != (byte)'E' || bytes[2] != (byte)'L' || bytes[3] != (byte)'F')
         {
-            throw new ElfFormatException(
-                $"not an ELF file: magic is {bytes[0]:x2} {bytes[1]:x2} {bytes[2]:x2} {bytes[3]:x2}, expected 7f 45 4c 46", 0);
+            // Not quoted: the file may be anything a symlink points to (as root, a secret), and its bytes reach a terminal.
+            throw new ElfFormatException("not an ELF file: it does not start with the ELF magic 7f 45 4c 46", 0);
         }
 
         var fileClass = bytes[ElfLayout.IdentClass];
