@@ -17,8 +17,9 @@ internal static partial class LiveCommands
         var shared = PayloadCommandOptions.AddTo(command, checks: true);
         command.SetAction(parse => Run(cancellation =>
         {
+            var payload = Payload.Load(parse.GetValue(file)!.FullName); // read and validated before the process is touched
             using var patcher = LivePatcher.Attach(shared.Pid(parse), shared.ToLivePatchOptions(parse, cancellation));
-            var report = patcher.Load(parse.GetValue(file)!.FullName);
+            var report = patcher.Load(payload);
             Console.WriteLine($"loaded {report.Payload} into {patcher.Pid}: {Functions(report.Functions)} ready; {report.Memory.Sum(b => (long)b.Size) / 1024} KiB mapped; apply it with: livepatch apply {patcher.Pid} {report.Payload}{(report.Copies.Any(c => c.IsMissed) ? " --allow-clones" : "")}");
             PrintAllowedCopies(report.Copies);
         }));
@@ -35,8 +36,9 @@ internal static partial class LiveCommands
         var shared = PayloadCommandOptions.AddTo(command, timeout: true, consistency: true, checks: true);
         command.SetAction(parse => Run(cancellation =>
         {
+            var payload = Payload.Load(parse.GetValue(file)!.FullName);
             using var patcher = LivePatcher.Attach(shared.Pid(parse), shared.ToLivePatchOptions(parse, cancellation));
-            var report = patcher.Replace(Payload.Load(parse.GetValue(file)!.FullName));
+            var report = patcher.Replace(payload);
             var reverted = report.Reverted.Count == 0 ? "nothing to revert" : $"reverted {string.Join(", ", report.Reverted)}";
             Console.WriteLine($"replaced in {patcher.Pid}: {reverted}, applied {report.Payload}: {Functions(report.Functions)}; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
             PrintAllowedCopies(report.Copies);
@@ -71,8 +73,9 @@ internal static partial class LiveCommands
         var shared = PayloadCommandOptions.AddTo(command, checks: true);
         command.SetAction(parse => Run(cancellation =>
         {
+            var payload = Payload.Load(parse.GetValue(file)!.FullName);
             using var patcher = LivePatcher.Attach(shared.Pid(parse), shared.ToLivePatchOptions(parse, cancellation));
-            foreach (var result in patcher.Check(Payload.Load(parse.GetValue(file)!.FullName)))
+            foreach (var result in patcher.Check(payload))
                 Console.WriteLine($"ok  {result.Name}: {result.Detail}");
         }));
         return command;

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using LivePatch.Live;
+using LivePatch.Payloads;
 using LivePatch.Sites;
 using Spectre.Console;
 
@@ -24,9 +25,11 @@ internal static partial class LiveCommands
         var shared = PayloadCommandOptions.AddTo(command, timeout: true, consistency: true, checks: true);
         command.SetAction(parse => Run(cancellation =>
         {
-            using var patcher = LivePatcher.Attach(shared.Pid(parse), shared.ToLivePatchOptions(parse, cancellation));
             var argument = parse.GetValue(file)!;
-            var report = IsObjectFile(argument) ? patcher.Apply(Path.GetFullPath(argument)) : patcher.ApplyLoaded(argument);
+            // A payload object is read and validated before the process is touched.
+            var payload = IsObjectFile(argument) ? Payload.Load(Path.GetFullPath(argument)) : null;
+            using var patcher = LivePatcher.Attach(shared.Pid(parse), shared.ToLivePatchOptions(parse, cancellation));
+            var report = payload is not null ? patcher.Apply(payload) : patcher.ApplyLoaded(argument);
             Console.WriteLine($"applied {report.Payload} to {patcher.Pid}: {Functions(report.Functions)}; {report.ThreadsStopped} threads stopped, pause {Micro(report.Pause)}{Attempts(report.Attempts)}");
             PrintAllowedCopies(report.Copies);
         }));

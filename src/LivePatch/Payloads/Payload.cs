@@ -13,6 +13,9 @@ public sealed partial class Payload
     /// <summary>The section the <c>LIVEPATCH_*</c> macros write their records into.</summary>
     public const string RecordSection = ".livepatch.funcs";
 
+    /// <summary>The largest payload object read: a bigger file is refused before it is read.</summary>
+    public const long MaxFileBytes = 256L << 20;
+
     /// <summary>Size of one record (<c>struct livepatch_record</c>), in bytes.</summary>
     public const int RecordSize = 24;
 
@@ -50,7 +53,7 @@ public sealed partial class Payload
         byte[] bytes;
         try
         {
-            bytes = System.IO.File.ReadAllBytes(path);
+            bytes = RegularFile.ReadAll(path, MaxFileBytes);
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException)
         {

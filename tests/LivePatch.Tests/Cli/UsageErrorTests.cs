@@ -43,4 +43,35 @@ public class NotElfPayloadTests
         Assert.Equal($"livepatch: payload {file}: malformed ELF: not an ELF file: it does not start with the ELF magic 7f 45 4c 46 [at file offset 0x0]", result.Error.TrimEnd());
         Assert.DoesNotContain("72 6f 6f 74", result.Error, StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData("fifo", "a FIFO")]
+    [InlineData("zero", "a character device")]
+    [InlineData("directory", "a directory")]
+    public void A_payload_path_that_is_no_regular_file_is_refused_before_a_byte_is_read_or_the_process_touched(string kind, string what)
+    {
+        using var worker = RunningTarget.Start("targets/worker.c", TestTargets.WorkerFlags, "1");
+        var path = Path.Combine(Gcc.OutputDirectory, $"not-regular-{kind}-{Guid.NewGuid():n}.o");
+        switch (kind)
+        {
+            case "fifo":
+                ExternalTool.Run("mkfifo", path);
+                break;
+            case "zero":
+                File.CreateSymbolicLink(path, "/dev/zero");
+                break;
+            default:
+                Directory.CreateDirectory(path);
+                break;
+        }
+
+        foreach (var command in new[] { "apply", "load", "check", "replace" })
+        {
+            var result = LivepatchCli.Run(command, worker.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture), path);
+
+            Assert.Equal(3, result.ExitCode);
+            Assert.Equal($"livepatch: payload {path}: cannot read the file: not a regular file (it is {what})", result.Error.TrimEnd());
+        }
+        Assert.Empty(LivePatch.Live.LivePatcher.List(worker.Pid));
+    }
 }
