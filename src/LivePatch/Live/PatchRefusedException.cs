@@ -56,6 +56,12 @@ public enum LivePatchRefusal
     /// what that forbids: a hook call made with ptrace, or (under indirect branch tracking) a trampoline for an original.
     /// </summary>
     ControlFlowEnforcement,
+    /// <summary>
+    /// The record kept in the target fails a check against what livepatch sees for itself (a site outside a module's
+    /// code, bytes that are not the module's or a payload's jump, memory that is not livepatch's): the target's
+    /// memory was changed by something else, so nothing the record says is acted on.
+    /// </summary>
+    RecordInvalid,
 }
 
 /// <summary>LivePatch refused an action on payloads; the message names the payload, the function or the process, and why. The target was not changed.</summary>

@@ -125,6 +125,10 @@ internal sealed class PayloadMemory(LiveSession session)
                 obstacle = found;
                 return StopTheWorld.Outcome.Retry;
             }
+            // Livepatch never maps a stack: a block holding a thread's stack pointer is not its memory (a forged record).
+            if (threads.FirstOrDefault(t => blocks.Any(b => t.Rsp >= b.Address && t.Rsp < b.Address + b.Size)) is { Tid: not 0 } holder)
+                throw new PatchRefusedException(LivePatchRefusal.RecordInvalid,
+                    $"process {session.Pid}: payload '{RecordCheck.Text(name)}' names memory holding the stack of thread {holder.Tid} (rsp 0x{holder.Rsp:x}): it is not memory livepatch mapped; nothing was unmapped");
             foreach (var block in blocks)
             {
                 session.Process.Unmap(block.Address, block.Size);

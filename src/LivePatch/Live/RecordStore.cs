@@ -67,7 +67,10 @@ internal static class RecordStore
         {
             var record = ReadOnce(target, region.Value.Start, out var torn);
             if (record is not null)
+            {
+                RecordCheck.Verify(target, record);
                 return record;
+            }
             if (attempt == 50)
                 throw Unreadable(target, torn!);
             Thread.Sleep(2);
@@ -110,7 +113,7 @@ internal static class RecordStore
         {
             return Deserialize(body);
         }
-        catch (JsonException error)
+        catch (Exception error) when (error is JsonException or FormatException or ArgumentException or InvalidOperationException or OverflowException)
         {
             throw Unreadable(target, error.Message);
         }
@@ -128,7 +131,7 @@ internal static class RecordStore
         {
             return new(JsonSerializer.Deserialize<List<AppliedPayloadInfo>>(body, Json) ?? [], null);
         }
-        catch (JsonException error)
+        catch (Exception error) when (error is JsonException or FormatException or ArgumentException or InvalidOperationException or OverflowException)
         {
             throw Unreadable(target, error.Message);
         }
