@@ -1,4 +1,5 @@
 using LivePatch.Elf;
+using LivePatch.Elf.ElfInternal;
 
 namespace LivePatch.Payloads;
 
@@ -29,6 +30,11 @@ internal static class PayloadValidator
             {
                 RequireLoadable(file, section);
             }
+        }
+
+        foreach (var symbol in elf.Symbols)
+        {
+            RequirePrintable(file, symbol.Name, $"the name of symbol {symbol.Index}");
         }
 
         // Relocation types first: an unsupported one names the code that needs it, the clearest refusal.
@@ -89,18 +95,11 @@ internal static class PayloadValidator
     /// <summary>Refuses a name the messages could not print on one line: control characters (a newline, an escape).</summary>
     public static void RequirePrintable(string file, string name, string what)
     {
-        foreach (var c in name)
+        if (PrintableText.HasControl(name))
         {
-            if (char.IsControl(c))
-            {
-                throw new PayloadException(file, $"{what} holds the control character U+{(int)c:X4} (\"{Printable(name)}\")");
-            }
+            throw new PayloadException(file, $"{what} holds the control character U+{(int)name.First(char.IsControl):X4} (\"{PrintableText.Escape(name)}\")");
         }
     }
-
-    /// <summary>The name with control characters shown as <c>\uXXXX</c>, for messages.</summary>
-    public static string Printable(string name) =>
-        string.Concat(name.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()));
 
     private static void RequireLoadable(string file, ElfSection section)
     {
@@ -129,7 +128,6 @@ internal static class PayloadValidator
     private static void RequireSymbol(ElfFile elf, string file, ElfSymbol symbol)
     {
         var what = $"symbol {symbol.Index} ('{symbol.Name}')";
-        RequirePrintable(file, symbol.Name, $"the name of symbol {symbol.Index}");
         switch (symbol.SectionIndex)
         {
             case ElfSymbol.UndefinedSection:

@@ -47,6 +47,8 @@ public class PayloadValidationTests
     [Theory]
     [InlineData(".text.first_fixed", ".text.second_fixed", "lies outside its section")]
     [InlineData(".rodata", ".bss", "runs past the end of section")]
+    // .text.first_fixed left empty: its function would be placed at a region of size 0, at address 0 (the issue's "cannot reach 0x0").
+    [InlineData(".text", ".text.first_fixed", "lies outside its section")]
     public void Two_sections_with_their_sizes_swapped_are_refused_at_load(string one, string other, string fragment)
     {
         var bytes = Base();
@@ -201,6 +203,19 @@ public class PayloadValidationTests
         bytes[(int)strings + 3] = (byte)'\n';
 
         AssertRefused(bytes, "control character U+000A", "\"idl\\u000a");
+    }
+
+    [Fact]
+    public void A_malformed_section_whose_name_holds_a_carriage_return_is_refused_on_one_line()
+    {
+        var bytes = Base();
+        var names = Section(bytes, ".shstrtab");
+        var rodata = Section(bytes, ".rodata");
+        var name = (int)names.Offset + (int)BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan((int)rodata.HeaderOffset));
+        bytes[name + 3] = (byte)'\r';
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan((int)rodata.HeaderOffset + 32), (ulong)bytes.Length);
+
+        AssertRefused(bytes, "malformed ELF", "(.ro\\u000data)", "runs past end of file");
     }
 
     [Fact]
