@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using LivePatch.Elf;
 using LivePatch.Payloads;
 using static LivePatch.Tests.Payloads.LivePayloads;
+using static LivePatch.Tests.Payloads.PayloadBytes;
 
 namespace LivePatch.Tests.Payloads;
 
@@ -308,29 +309,6 @@ public class PayloadValidationTests
         Assert.StartsWith("payload mutant.o: ", error.Message, StringComparison.Ordinal);
         Assert.DoesNotContain('\n', error.Message);
         Assert.DoesNotContain('\r', error.Message);
-    }
-
-    private static ElfSection Section(byte[] bytes, string name) => ElfFile.Parse((byte[])bytes.Clone()).FindSection(name) ?? throw new InvalidOperationException($"no {name}");
-
-    private static int SectionIndex(byte[] bytes, string name) => Section(bytes, name).Index;
-
-    private static ulong SectionField(byte[] bytes, string name, int field) =>
-        BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan((int)Section(bytes, name).HeaderOffset + field));
-
-    private static void SetSectionField(byte[] bytes, string name, int field, ulong value) =>
-        BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan((int)Section(bytes, name).HeaderOffset + field), value);
-
-    private static uint SymbolIndex(byte[] bytes, Func<ElfSymbol, bool> which, string what) =>
-        (uint)(ElfFile.Parse((byte[])bytes.Clone()).Symbols.FirstOrDefault(which) is { Name: not null } symbol ? symbol.Index : throw new InvalidOperationException($"no {what}"));
-
-    private static void SetSymbolField(byte[] bytes, string name, int field, int width, ulong value)
-    {
-        var table = Section(bytes, ".symtab");
-        var at = (int)table.Offset + ((int)SymbolIndex(bytes, s => s.Name == name, name) * 24) + field;
-        if (width == 2)
-            BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(at), (ushort)value);
-        else
-            BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan(at), value);
     }
 
     private static void SetRelocationField(byte[] bytes, string section, int index, int field, ulong value) =>
