@@ -103,7 +103,8 @@ internal static partial class MutantsBenchmark
             {Row("loaded, refused by check", counts.RefusedAtCheck)}
             {Row("checked, refused by apply", counts.RefusedAtApply)}
             {Row("applied, reverted and unloaded", counts.Applied)}
-            {Row("checked, has a hook (never applied: it would run)", counts.CheckedWithHooks)}
+            {Row("has a hook, checked, refused by load into the target", counts.RefusedAtTargetLoad)}
+            {Row("has a hook, checked, loaded into the target and unloaded (never applied: the hook would run)", counts.LoadedWithHooks)}
 
             | exception | refusals |
             | --- | ---: |

@@ -11,25 +11,29 @@ internal sealed class MutantCounts
     public long RefusedAtApply { get; set; }
     public long Applied { get; set; }
 
-    /// <summary>Mutants that loaded and checked but have a hook: never applied, since a hook runs in the target.</summary>
-    public long CheckedWithHooks { get; set; }
+    /// <summary>Mutants with a hook that passed check: loaded into the target and unloaded, never applied (a hook would run).</summary>
+    public long LoadedWithHooks { get; set; }
+
+    /// <summary>Mutants with a hook that passed check and were refused when loaded into the target.</summary>
+    public long RefusedAtTargetLoad { get; set; }
 
     /// <summary>Refusals whose message names neither the payload nor its file (they name the target's function).</summary>
     public long WithoutPayloadName { get; set; }
 
     public Dictionary<string, (long Count, string Example)> Exceptions { get; } = [];
 
-    public long Total => RefusedAtLoad + RefusedAtCheck + RefusedAtApply + Applied + CheckedWithHooks;
+    public long Total => RefusedAtLoad + RefusedAtCheck + RefusedAtApply + Applied + RefusedAtTargetLoad + LoadedWithHooks;
 
     public override string ToString() =>
         $"{Total} mutants: {RefusedAtLoad} refused at load, {RefusedAtCheck} refused at check, {RefusedAtApply} refused at apply, " +
-        $"{Applied} applied and reverted, {CheckedWithHooks} checked (hooks: not applied); {WithoutPayloadName} refusals name the function, not the payload; exceptions: " +
+        $"{Applied} applied and reverted, {RefusedAtTargetLoad + LoadedWithHooks} with hooks loaded into the target ({RefusedAtTargetLoad} refused), not applied; {WithoutPayloadName} refusals name the function, not the payload; exceptions: " +
         string.Join(", ", Exceptions.OrderByDescending(e => e.Value.Count).Select(e => $"{e.Key} {e.Value.Count}"));
 }
 
 /// <summary>
 /// Feeds corrupted payloads to one attached target as an operator's commands would: load (<see cref="Payload.Parse"/>),
-/// <see cref="LivePatcher.Check"/>, then <see cref="LivePatcher.Apply(Payload)"/>, revert and unload for those that pass.
+/// <see cref="LivePatcher.Check"/>, then <see cref="LivePatcher.Apply(Payload)"/>, revert and unload for those that pass
+/// (<see cref="LivePatcher.Load(Payload)"/> and unload for those with a hook, which apply would run in the target).
 /// Only <see cref="LivePatchException"/>s may come out of the library, each one line; anything else propagates to the
 /// caller, which names the mutant. The target's functions the payloads replace must never be called by it.
 /// </summary>
@@ -64,22 +68,30 @@ internal sealed class MutantCampaign(LivePatcher patcher, string file)
             return;
         }
 
-        if (payload.Hooks.Count > 0)
-        {
-            Counts.CheckedWithHooks++;
-            return;
-        }
-
+        var hooks = payload.Hooks.Count > 0;
         try
         {
-            patcher.Apply(payload);
+            if (hooks)
+                patcher.Load(payload);
+            else
+                patcher.Apply(payload);
         }
         catch (LivePatchException error)
         {
             Refused(error);
-            Counts.RefusedAtApply++;
+            if (hooks)
+                Counts.RefusedAtTargetLoad++;
+            else
+                Counts.RefusedAtApply++;
             if (patcher.List().Count != 0)
-                throw new InvalidOperationException($"a refused apply left the record holding {string.Join(", ", patcher.List().Select(p => $"{p.Name} ({p.State})"))}: {error.Message}");
+                throw new InvalidOperationException($"a refused {(hooks ? "load" : "apply")} left the record holding {string.Join(", ", patcher.List().Select(p => $"{p.Name} ({p.State})"))}: {error.Message}");
+            return;
+        }
+
+        if (hooks)
+        {
+            patcher.Unload(payload.Name);
+            Counts.LoadedWithHooks++;
             return;
         }
 

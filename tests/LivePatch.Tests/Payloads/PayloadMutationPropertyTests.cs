@@ -8,7 +8,7 @@ namespace LivePatch.Tests.Payloads;
 
 /// <summary>
 /// Issue 12, part 2, the property: at least 10,000 corrupted payloads go through load, check and apply (then revert
-/// and unload) against one live target, started and attached once. Only the library's own exceptions come out, each
+/// and unload; load into the target and unload for those with a hook) against one live target, started and attached once. Only the library's own exceptions come out, each
 /// one line; the target never dies and, at the end, holds the code, mappings and record it had at the start.
 /// </summary>
 [Collection(ProcessTests.Name)]
@@ -59,6 +59,8 @@ public class PayloadMutationPropertyTests(ITestOutputHelper output)
         foreach (var (type, (count, example)) in campaign.Counts.Exceptions)
             output.WriteLine($"{type} x{count}, e.g. {example}");
         Assert.Equal(Mutants, campaign.Counts.Total);
+        // Every stage was reached: the mix is not all refused at load.
+        Assert.True(campaign.Counts.RefusedAtCheck > 0 && campaign.Counts.Applied > 0 && campaign.Counts.LoadedWithHooks > 0, campaign.Counts.ToString());
         Assert.Empty(patcher.List());
         before.AssertUnchanged();
         Assert.True(Directory.Exists($"/proc/{idle.Pid}"));
