@@ -1,3 +1,5 @@
+using LivePatch.Elf.ElfInternal;
+
 namespace LivePatch.Elf;
 
 /// <summary>
@@ -9,9 +11,12 @@ public sealed class ElfFormatException : LivePatchException
     /// <inheritdoc />
     public override FailureKind Kind => FailureKind.Input;
 
-    /// <summary>Creates the exception for a problem found at <paramref name="offset"/> in the file.</summary>
+    /// <summary>
+    /// Creates the exception for a problem found at <paramref name="offset"/> in the file; control characters the
+    /// message quotes from the file (in a section's name, say) are shown as <c>\uXXXX</c>, so that it stays one line.
+    /// </summary>
     public ElfFormatException(string message, long offset)
-        : base($"{message} [at file offset 0x{offset:x}]")
+        : base($"{PrintableText.Escape(message)} [at file offset 0x{offset:x}]")
     {
         Offset = offset;
     }

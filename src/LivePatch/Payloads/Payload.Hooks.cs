@@ -36,9 +36,9 @@ public sealed partial class Payload
             throw new PayloadException(file, $"record at {where}: {what} '{symbol.Name}'{(field.Addend != 0 ? $"+0x{field.Addend:x}" : "")} is not the start of a function");
         }
 
-        if (symbol.SectionIndex >= elf.Sections.Count || !elf.Sections[(int)symbol.SectionIndex].Flags.HasFlag(ElfSectionAttributes.ExecInstr))
+        if (!IsLoadedCode(elf, symbol))
         {
-            throw new PayloadException(file, $"record at {where}: {what} '{symbol.Name}' does not lie in an executable section of the payload");
+            throw new PayloadException(file, $"record at {where}: {what} '{symbol.Name}' does not lie in a loaded executable section of the payload");
         }
 
         return new PayloadHook(hookKind, symbol, offset);

@@ -19,6 +19,11 @@ public sealed partial class Payload
                 $"record at {where}: the original of '{name}' must be a symbol the payload declares and does not define (LIVEPATCH_ORIGINAL declares it), but '{original.SymbolName}' is defined in the payload");
         }
 
+        if (original.SymbolName.Length == 0)
+        {
+            throw new PayloadException(file, $"record at {where}: the original of '{name}' is a symbol without a name");
+        }
+
         if (original.Addend != 0)
         {
             throw new PayloadException(file, $"record at {where}: the original of '{name}' points into '{original.SymbolName}'+0x{original.Addend:x}, not to its start");

@@ -84,6 +84,7 @@ public sealed partial class Payload
             throw new PayloadException(name, $"not a relocatable object (ELF type {elf.Type}): build it with gcc -c");
         }
 
+        PayloadValidator.Validate(elf, name);
         var records = ReadRecords(elf, name);
         return new Payload(name, elf, [.. records.Functions])
         {
@@ -192,6 +193,13 @@ public sealed partial class Payload
 
             foreach (var relocation in relocationSection.Relocations)
             {
+                // Each relocation fills a pointer field, a or b, of a whole record.
+                if (relocation.Offset / RecordSize >= section.Size / RecordSize || relocation.Offset % RecordSize is not (8 or 16))
+                {
+                    throw new PayloadException(file,
+                        $"relocation {relocation.TypeName} at {RecordSection}+0x{relocation.Offset:x} (r_offset) is not at a pointer field (a or b) of a record");
+                }
+
                 if (!byOffset.TryAdd(relocation.Offset, relocation))
                 {
                     throw new PayloadException(file, $"two relocations at {RecordSection}+0x{relocation.Offset:x}");
@@ -251,7 +259,9 @@ public sealed partial class Payload
             throw new PayloadException(file, $"record at {where}: the old name at {section.Name}+0x{start:x} is not NUL-terminated");
         }
 
-        return Encoding.UTF8.GetString(data.Slice((int)start, length));
+        var text = Encoding.UTF8.GetString(data.Slice((int)start, length));
+        PayloadValidator.RequirePrintable(file, text, $"record at {where}: the string at {section.Name}+0x{start:x}");
+        return text;
     }
 
     private static (string? Module, string Name) SplitModule(string qualifiedName, string file, string where)
@@ -308,15 +318,14 @@ public sealed partial class Payload
         return RequireExecutable(elf, file, symbol, where);
     }
 
-    private static ElfSymbol RequireExecutable(ElfFile elf, string file, ElfSymbol symbol, string where)
-    {
-        if (symbol.SectionIndex >= elf.Sections.Count || !elf.Sections[(int)symbol.SectionIndex].Flags.HasFlag(ElfSectionAttributes.ExecInstr))
-        {
-            throw new PayloadException(file, $"record at {where}: the new function '{symbol.Name}' does not lie in an executable section of the payload");
-        }
+    private static ElfSymbol RequireExecutable(ElfFile elf, string file, ElfSymbol symbol, string where) =>
+        IsLoadedCode(elf, symbol) ? symbol
+            : throw new PayloadException(file, $"record at {where}: the new function '{symbol.Name}' does not lie in a loaded executable section of the payload");
 
-        return symbol;
-    }
+    /// <summary>True when <paramref name="symbol"/> lies in a section the layout places in the text region (SHF_ALLOC and SHF_EXECINSTR).</summary>
+    private static bool IsLoadedCode(ElfFile elf, ElfSymbol symbol) =>
+        symbol.SectionIndex < elf.Sections.Count && elf.Sections[(int)symbol.SectionIndex] is var section
+        && PayloadLayout.IsLoaded(section) && section.Flags.HasFlag(ElfSectionAttributes.ExecInstr) && symbol.Value < section.Size;
 
     private static void RefuseDuplicates(List<PayloadFunction> functions, string file)
     {

@@ -83,7 +83,7 @@ internal sealed class PayloadLayout
     };
 
     /// <summary>Places the payload's sections and reserves its GOT slots and stubs.</summary>
-    /// <exception cref="PayloadException">The payload needs something the linker does not support (a relocation type, thread-local data).</exception>
+    /// <exception cref="PayloadException">The regions would be larger than a payload may use.</exception>
     public static PayloadLayout Compute(Payload payload)
     {
         ArgumentNullException.ThrowIfNull(payload);
@@ -93,7 +93,6 @@ internal sealed class PayloadLayout
         var stubSymbols = new List<int>();
         foreach (var (section, relocation) in PlacedRelocations(payload, loaded))
         {
-            RequireSupported(payload, section, relocation);
             if (IsGotRelative(relocation.Type) && !slotSymbols.Contains((int)relocation.SymbolIndex))
             {
                 slotSymbols.Add((int)relocation.SymbolIndex);
@@ -105,8 +104,6 @@ internal sealed class PayloadLayout
                 stubSymbols.Add((int)relocation.SymbolIndex);
             }
         }
-
-        RefuseThreadLocalSections(payload, loaded);
 
         var ends = new ulong[3];
         var alignments = new ulong[] { 1, 1, 1 };
@@ -158,22 +155,14 @@ internal sealed class PayloadLayout
     }
 
     /// <summary>The sections that occupy memory in the target, in section order.</summary>
-    internal static List<ElfSection> LoadedSections(Payload payload)
-    {
-        var loaded = new List<ElfSection>();
-        foreach (var section in payload.Elf.Sections)
-        {
-            if (section.Flags.HasFlag(ElfSectionAttributes.Alloc)
-                && !section.Name.StartsWith(".livepatch.", StringComparison.Ordinal)
-                && !section.Name.StartsWith(".note", StringComparison.Ordinal)
-                && section.Name is not ".eh_frame" and not ".comment")
-            {
-                loaded.Add(section);
-            }
-        }
+    internal static List<ElfSection> LoadedSections(Payload payload) => [.. payload.Elf.Sections.Where(IsLoaded)];
 
-        return loaded;
-    }
+    /// <summary>True for a section placed in the target: <c>SHF_ALLOC</c>, except the records, notes, <c>.eh_frame</c> and <c>.comment</c>.</summary>
+    internal static bool IsLoaded(ElfSection section) =>
+        section.Flags.HasFlag(ElfSectionAttributes.Alloc)
+        && !section.Name.StartsWith(".livepatch.", StringComparison.Ordinal)
+        && !section.Name.StartsWith(".note", StringComparison.Ordinal)
+        && section.Name is not ".eh_frame" and not ".comment";
 
     /// <summary>Every relocation that applies to a loaded section, with that section.</summary>
     internal static IEnumerable<(ElfSection Section, ElfRelocation Relocation)> PlacedRelocations(Payload payload, List<ElfSection> loaded)
@@ -184,11 +173,6 @@ internal sealed class PayloadLayout
             if (target == null || !loaded.Contains(target))
             {
                 continue;
-            }
-
-            if (relocationSection.SymbolTable?.Type != ElfSectionType.SymbolTable)
-            {
-                throw new PayloadException(payload.File, $"{relocationSection.Section.Name} does not refer to the .symtab symbol table");
             }
 
             foreach (var relocation in relocationSection.Relocations)
@@ -224,8 +208,8 @@ internal sealed class PayloadLayout
         return opcode is 0xe8 or 0xe9 || (offset >= 2 && code[offset - 2] == 0x0f && opcode is >= 0x80 and <= 0x8f);
     }
 
-    /// <summary>Refuses relocation types the linker does not implement, naming the type, the section and the offset.</summary>
-    internal static void RequireSupported(Payload payload, ElfSection section, ElfRelocation relocation)
+    /// <summary>Refuses relocation types the linker does not implement, naming the type, the section and the offset, and relocations outside their section.</summary>
+    internal static void RequireSupported(string file, ElfSection section, ElfRelocation relocation)
     {
         var supported = relocation.Type is ElfRelocationType.None or ElfRelocationType.Direct64 or ElfRelocationType.Pc32
             or ElfRelocationType.Plt32 or ElfRelocationType.Direct32 or ElfRelocationType.Direct32Signed
@@ -233,25 +217,14 @@ internal sealed class PayloadLayout
         var width = relocation.Type == ElfRelocationType.Direct64 ? 8UL : 4UL;
         if (!supported)
         {
-            throw new PayloadException(payload.File,
+            throw new PayloadException(file,
                 $"unsupported relocation {relocation.TypeName} at {section.Name}+0x{relocation.Offset:x} (against '{relocation.SymbolName}')");
         }
 
         if (relocation.Type != ElfRelocationType.None && (relocation.Offset > section.Size || section.Size - relocation.Offset < width))
         {
-            throw new PayloadException(payload.File,
-                $"relocation {relocation.TypeName} at {section.Name}+0x{relocation.Offset:x} lies outside its section (size 0x{section.Size:x})");
-        }
-    }
-
-    private static void RefuseThreadLocalSections(Payload payload, List<ElfSection> loaded)
-    {
-        foreach (var section in loaded)
-        {
-            if (section.Flags.HasFlag(ElfSectionAttributes.Tls))
-            {
-                throw new PayloadException(payload.File, $"thread-local section {section.Name} is not supported: a payload cannot define __thread variables");
-            }
+            throw new PayloadException(file,
+                $"relocation {relocation.TypeName} at {section.Name}+0x{relocation.Offset:x} (r_offset) lies outside its section (size 0x{section.Size:x})");
         }
     }
 
@@ -262,9 +235,8 @@ internal sealed class PayloadLayout
 
     private static ulong Reserve(ulong[] ends, ulong[] alignments, PayloadRegionKind region, ulong size, ulong alignment)
     {
-        // Corrupt sizes and alignments are capped here and refused once the region size is known.
-        alignment = ulong.IsPow2(alignment) ? Math.Min(alignment, MaxRegionSize) : 1;
-        size = Math.Min(size, MaxRegionSize + 1);
+        // Loading validated sizes and alignments (PayloadValidator): powers of two up to a page, sizes up to MaxRegionSize.
+        alignment = Math.Max(alignment, 1);
         var offset = (ends[(int)region] + alignment - 1) / alignment * alignment;
         ends[(int)region] = offset + size;
         alignments[(int)region] = Math.Max(alignments[(int)region], alignment);

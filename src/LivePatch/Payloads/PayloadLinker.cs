@@ -112,7 +112,7 @@ internal sealed class PayloadLinker
     {
         foreach (var (section, relocation) in PayloadLayout.PlacedRelocations(_payload, PayloadLayout.LoadedSections(_payload)))
         {
-            PayloadLayout.RequireSupported(_payload, section, relocation);
+            PayloadLayout.RequireSupported(_payload.File, section, relocation);
             if (relocation.Type == ElfRelocationType.None)
             {
                 continue;

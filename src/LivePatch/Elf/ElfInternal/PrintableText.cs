@@ -1,0 +1,12 @@
+namespace LivePatch.Elf.ElfInternal;
+
+/// <summary>Text taken from a file (a section or symbol name) made fit for a one-line message.</summary>
+internal static class PrintableText
+{
+    /// <summary>True when <paramref name="text"/> holds a control character (a newline, a carriage return, an escape).</summary>
+    public static bool HasControl(string text) => text.Any(char.IsControl);
+
+    /// <summary><paramref name="text"/> with each control character shown as <c>\uXXXX</c>.</summary>
+    public static string Escape(string text) =>
+        HasControl(text) ? string.Concat(text.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString())) : text;
+}
