@@ -34,6 +34,9 @@ public readonly record struct MemoryRegion(ulong Start, ulong End, MemoryProtect
 
     /// <summary>True when the region maps a regular file (not anonymous memory or a pseudo-file).</summary>
     public bool IsFile => Inode != 0 && Path.StartsWith('/');
+
+    /// <summary>The mapped file's device as the maps line gives it (<c>fd:01</c>: major and minor in hex); empty when unknown.</summary>
+    public string Device { get; init; } = "";
 }
 
 /// <summary>A process's address space as <c>/proc/PID/maps</c> lists it, sorted by address.</summary>
@@ -87,7 +90,10 @@ public sealed class MemoryMap
         return new MemoryRegion(
             Hex(range[0]), Hex(range[1]), protection, perms[3] == 's', Hex(fields[2]),
             ulong.Parse(fields[4], CultureInfo.InvariantCulture),
-            fields.Length > 5 ? fields[5].Trim() : "");
+            fields.Length > 5 ? fields[5].Trim() : "")
+        {
+            Device = fields[3],
+        };
     }
 
     private static ulong Hex(string text) => ulong.Parse(text, NumberStyles.HexNumber, CultureInfo.InvariantCulture);

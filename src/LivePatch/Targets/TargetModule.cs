@@ -167,8 +167,42 @@ public sealed class TargetModule
         {
             if (!Directory.Exists($"/proc/{_pid}"))
                 throw new TargetException(TargetError.Exited, _pid, $"process {_pid} exited while reading {Path}", error);
-            throw new TargetException(TargetError.PermissionDenied, _pid, $"process {_pid}: cannot read module {Path} through {mapFile}: {error.Message}", error);
+            // map_files needs CAP_SYS_ADMIN: the owner of a process reads the file through the process's root instead.
+            return ReadThroughRoot(first, mapFile, error);
         }
+    }
+
+    /// <summary>
+    /// The mapped file through <c>/proc/PID/root/PATH</c> (the path as the process sees it, in its own mount
+    /// namespace), accepted only when the file read has the device and inode of the mapping: a file replaced on disk
+    /// since it was mapped is refused, never read in its place.
+    /// </summary>
+    private ElfFile ReadThroughRoot(MemoryRegion mapping, string mapFile, Exception mapFilesError)
+    {
+        var rooted = $"/proc/{_pid}/root{Path}";
+        string why;
+        try
+        {
+            if (Path.EndsWith(" (deleted)", StringComparison.Ordinal))
+                why = "the file was deleted since it was mapped";
+            else
+            {
+                var bytes = RegularFile.ReadAll(rooted, int.MaxValue, out var device, out var inode);
+                if (inode == mapping.Inode && (mapping.Device.Length == 0 || string.Equals(device, mapping.Device, StringComparison.OrdinalIgnoreCase)))
+                    return ElfFile.Parse(bytes);
+                why = $"it is not the file mapped (device {device} inode {inode}, the mapping's {mapping.Device} {mapping.Inode}): replaced since";
+            }
+        }
+        catch (ElfFormatException error)
+        {
+            throw new TargetException(TargetError.SystemCallFailed, _pid, $"process {_pid}: module {Path} is not a valid ELF file: {error.Message}", error);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            why = error.Message;
+        }
+        throw new TargetException(TargetError.PermissionDenied, _pid,
+            $"process {_pid}: cannot read module {Path}: {mapFile}: {mapFilesError.Message} (it needs CAP_SYS_ADMIN), and {rooted}: {why}", mapFilesError);
     }
 
     // The mapping of the lowest file offset came from a PT_LOAD segment: bias = where it is - where the file says.
