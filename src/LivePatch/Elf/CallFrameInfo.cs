@@ -178,6 +178,20 @@ internal sealed class CallFrameInfo
         return true;
     }
 
+    /// <summary>
+    /// How many bytes the function starting at <paramref name="start"/> (a file address) has, from the FDE that begins
+    /// there (gcc's <c>.cfi_startproc</c> to <c>.cfi_endproc</c>: the whole function); false when no FDE begins there.
+    /// </summary>
+    public bool TryFindFunction(ulong start, out ulong size)
+    {
+        size = 0;
+        var index = LastAtOrBefore(start);
+        if (index < 0 || !TryReadFde(_fdes[index], out _, out var begin, out var range, out _, out _) || begin != start)
+            return false;
+        size = range;
+        return true;
+    }
+
     private int LastAtOrBefore(ulong pc)
     {
         int low = 0, high = _starts.Length - 1, found = -1;

@@ -1,3 +1,4 @@
+using Iced.Intel;
 using LivePatch.Payloads;
 using LivePatch.X86;
 
@@ -7,11 +8,21 @@ namespace LivePatch.Live;
 /// The paravirt clobber rule for live patches: gcc (-fipa-ra, on at -O2) lets the callers of a function that binds
 /// locally keep values in the call-clobbered registers it never writes. Where the new function may write one of
 /// those, its callers would lose them: the jump then goes through a callee-save thunk (<see cref="CalleeSaveThunk"/>)
-/// that keeps exactly those registers around the call; elsewhere it goes straight to the new function.
+/// that keeps exactly those registers around the call; elsewhere it goes straight to the new function. The old code
+/// is analysed under-approximating, the new over-approximating (<see cref="Approximation"/>): whatever either cannot
+/// read, the thunk keeps more. One thing a thunk cannot do is keep a register the old function may return its result
+/// in: where the old code could not be read whole and the new one writes rax, rdx, xmm0 or xmm1 beyond what the old
+/// provably writes, those may carry the result (a thunk would undo it) or a caller's value (a jump would lose it),
+/// and the patch is refused.
 /// </summary>
 internal sealed class Thunks(LiveSession session)
 {
-    private readonly ClobberAnalysis _clobbers = new(session.Target);
+    // The System V return registers (integer and SSE classes).
+    private static readonly ClobberSet ReturnRegisters = ClobberSet.Of(Register.RAX).Union(ClobberSet.Of(Register.RDX))
+        .Union(ClobberSet.Of(Register.XMM0)).Union(ClobberSet.Of(Register.XMM1));
+
+    private readonly ClobberAnalysis _oldCode = new(session.Target, Approximation.Under);
+    private readonly ClobberAnalysis _newCode = new(session.Target, Approximation.Over);
     private readonly int _vectorBytes = CalleeSaveThunk.VectorBytes(CpuFeatures.Detect());
 
     /// <summary>Entry <paramref name="index"/>'s thunk in the trampolines block at <paramref name="block"/>, after the <paramref name="entries"/> trampolines.</summary>
@@ -21,11 +32,15 @@ internal sealed class Thunks(LiveSession session)
     /// The registers the callers of <paramref name="entry"/>'s old function may rely on that its new function (at
     /// <paramref name="newAddress"/> in <paramref name="linked"/>) may write: what a thunk must keep; empty when none.
     /// </summary>
-    /// <exception cref="PatchRefusedException">They include registers no thunk keeps (mask registers).</exception>
+    /// <exception cref="PatchRefusedException">They include registers no thunk keeps (mask registers), or return
+    /// registers of an old function that could not be read whole.</exception>
     public ClobberSet AtRisk(PlannedEntry entry, LinkedPayload linked, ulong newAddress)
     {
-        var old = _clobbers.OfTargetFunction(entry.Symbol.Address);
-        var keep = _clobbers.OfPayloadFunction(linked, newAddress).Except(old);
+        var old = _oldCode.OfTargetFunction(entry.Symbol.Address);
+        var keep = _newCode.OfPayloadFunction(linked, newAddress).Set.Except(old.Set);
+        if (old.Unknown is not null && keep.Intersect(ReturnRegisters) is { IsEmpty: false } result)
+            throw new PatchRefusedException(LivePatchRefusal.CallerRegistersAtRisk,
+                $"{entry.Name} in process {session.Pid} could not be read whole ({old.Unknown}) and the new function writes {result}, which it may return its result in or its callers may keep values in: neither a jump nor a thunk is safe; refusing to patch it");
         if (keep.Masks != 0 || (_vectorBytes < 64 && (keep.Vectors & 0xffff0000u) != 0))
             throw new PatchRefusedException(LivePatchRefusal.CallerRegistersAtRisk,
                 $"{entry.Name} in process {session.Pid} never writes {keep}, which its callers may keep values in, and the new function may: no thunk keeps mask registers; refusing to patch it");

@@ -25,6 +25,9 @@ public readonly record struct ClobberSet(GeneralRegisters General, uint Vectors,
     /// <summary>The registers in either set.</summary>
     public ClobberSet Union(ClobberSet other) => new(General | other.General, Vectors | other.Vectors, (byte)(Masks | other.Masks));
 
+    /// <summary>The registers in both sets.</summary>
+    public ClobberSet Intersect(ClobberSet other) => new(General & other.General, Vectors & other.Vectors, (byte)(Masks & other.Masks));
+
     /// <summary>The registers of this set that <paramref name="other"/> lacks.</summary>
     public ClobberSet Except(ClobberSet other) => new(General & ~other.General, Vectors & ~other.Vectors, (byte)(Masks & ~other.Masks));
 
@@ -92,13 +95,18 @@ public readonly record struct ClobberSet(GeneralRegisters General, uint Vectors,
 /// <param name="Written">The call-clobbered registers its own instructions write.</param>
 /// <param name="Calls">Targets of its direct calls.</param>
 /// <param name="Exits">Targets of its direct jumps that leave it (tail calls).</param>
-/// <param name="Opaque">Why it may run unknown code (an indirect call or jump, bytes that are not instructions), or null.</param>
-public sealed record FunctionCode(ClobberSet Written, IReadOnlyList<ulong> Calls, IReadOnlyList<ulong> Exits, string? Opaque)
+/// <param name="UnknownCall">Where it calls code it cannot name (an indirect or far call), or null.</param>
+/// <param name="IndirectJump">Where it jumps through a register or memory (a jump table, or a tail call through a pointer), or null.</param>
+/// <param name="Undecodable">Where its bytes stop being instructions (the scan ends there), or null.</param>
+public sealed record FunctionCode(ClobberSet Written, IReadOnlyList<ulong> Calls, IReadOnlyList<ulong> Exits, string? UnknownCall, string? IndirectJump, string? Undecodable)
 {
+    /// <summary>Why it may run code this scan does not see (the first of the three reasons), or null.</summary>
+    public string? Opaque => UnknownCall ?? IndirectJump ?? Undecodable;
+
     /// <summary>
     /// Decodes the function whose code is <paramref name="code"/> at <paramref name="address"/>. A jump within the
     /// code is the function's own; a direct jump out of it is a tail call; an indirect call, an indirect jump (a
-    /// tail call through a pointer, or a jump table) or invalid bytes make it opaque.
+    /// tail call through a pointer, or a jump table) and invalid bytes are reported apart, for the caller to weigh.
     /// </summary>
     public static FunctionCode Scan(ReadOnlySpan<byte> code, ulong address)
     {
@@ -108,13 +116,13 @@ public sealed record FunctionCode(ClobberSet Written, IReadOnlyList<ulong> Calls
         var written = ClobberSet.None;
         var calls = new List<ulong>();
         var exits = new List<ulong>();
-        string? opaque = null;
+        string? unknownCall = null, indirectJump = null, undecodable = null;
         while (decoder.IP < end)
         {
             decoder.Decode(out var instruction);
             if (instruction.IsInvalid)
             {
-                opaque ??= $"bytes that are not an instruction at 0x{instruction.IP:x}";
+                undecodable = $"bytes that are not an instruction at 0x{instruction.IP:x}";
                 break;
             }
             written = written.Union(ClobberSet.WrittenBy(instruction, factory));
@@ -126,13 +134,13 @@ public sealed record FunctionCode(ClobberSet Written, IReadOnlyList<ulong> Calls
                 case FlowControl.Call when instruction.Mnemonic is Mnemonic.Syscall:
                     break; // what the kernel writes (rcx, r11, rax) is in the instruction's own info
                 case FlowControl.Call:
-                    opaque ??= $"a far call at 0x{instruction.IP:x}";
+                    unknownCall ??= $"a far call at 0x{instruction.IP:x}";
                     break;
                 case FlowControl.IndirectCall:
-                    opaque ??= $"an indirect call at 0x{instruction.IP:x}";
+                    unknownCall ??= $"an indirect call at 0x{instruction.IP:x}";
                     break;
                 case FlowControl.IndirectBranch:
-                    opaque ??= $"an indirect jump at 0x{instruction.IP:x}";
+                    indirectJump ??= $"an indirect jump at 0x{instruction.IP:x}";
                     break;
                 case FlowControl.UnconditionalBranch or FlowControl.ConditionalBranch when instruction.Op0Kind is OpKind.NearBranch16 or OpKind.NearBranch32 or OpKind.NearBranch64:
                     var target = instruction.NearBranchTarget;
@@ -141,6 +149,19 @@ public sealed record FunctionCode(ClobberSet Written, IReadOnlyList<ulong> Calls
                     break;
             }
         }
-        return new FunctionCode(written, calls, exits, opaque);
+        return new FunctionCode(written, calls, exits, unknownCall, indirectJump, undecodable);
+    }
+
+    /// <summary>
+    /// True when the code at <paramref name="address"/> is a stub that jumps on through a pointer in memory
+    /// (<c>[endbr64;] [bnd] jmp *slot(%rip)</c>): a PLT entry, or a function that is only a tail call through a pointer.
+    /// </summary>
+    public static bool IsJumpThroughSlot(ReadOnlySpan<byte> code, ulong address)
+    {
+        var decoder = Decoder.Create(64, new ByteArrayCodeReader(code.ToArray()), address);
+        decoder.Decode(out var instruction);
+        if (instruction.Mnemonic == Mnemonic.Endbr64)
+            decoder.Decode(out instruction);
+        return instruction.Mnemonic == Mnemonic.Jmp && instruction.FlowControl == FlowControl.IndirectBranch && instruction.IsIPRelativeMemoryOperand;
     }
 }

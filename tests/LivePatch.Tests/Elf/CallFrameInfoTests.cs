@@ -102,6 +102,23 @@ public partial class CallFrameInfoTests
         Assert.False(CallFrameInfo.Empty.TryFindRow(0x1000, out _, out _));
     }
 
+    [Fact]
+    public void A_function_s_fde_gives_its_size_as_its_symbol_does()
+    {
+        var elf = ElfFile.Load(RunningTarget.Build("targets/ipara.c", "-O2 -pthread -DSWITCH"));
+        var info = CallFrameInfo.Read(elf);
+        var functions = elf.Symbols.Where(s => s.Type == ElfSymbolType.Function && s.Size > 0 && s.Name is "scale" or "check" or "worker" or "main").ToList();
+
+        Assert.Equal(4, functions.Count);
+        foreach (var function in functions)
+        {
+            Assert.True(info.TryFindFunction(function.Value, out var size), function.Name);
+            Assert.Equal((function.Name, function.Size), (function.Name, size));
+            Assert.False(info.TryFindFunction(function.Value + 1, out _), "an FDE is found by where it begins only");
+        }
+        Assert.False(CallFrameInfo.Empty.TryFindFunction(functions[0].Value, out _));
+    }
+
     private sealed class NoMemory : IWordReader
     {
         public static NoMemory Instance { get; } = new();

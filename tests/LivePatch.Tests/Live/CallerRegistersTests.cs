@@ -1,5 +1,7 @@
+using LivePatch.Elf;
 using LivePatch.Live;
 using LivePatch.Payloads;
+using LivePatch.Targets;
 using LivePatch.Tests.Fixtures;
 using LivePatch.Tests.X86;
 using LivePatch.X86;
@@ -49,6 +51,32 @@ public class CallerRegistersTests
     }
 
     [Fact]
+    public void An_old_function_with_a_jump_table_still_has_its_callers_registers_kept()
+    {
+        // scale is a dense switch: gcc -O2 jumps through a table (notrack jmp *%rdx), and still lets check() keep its
+        // counter in esi and a sum in r8d across the call, which the new scale zeroes.
+        using var ipara = RunningTarget.Start("targets/ipara.c", "-O2 -g -pthread -fcf-protection=full -DSWITCH", "4");
+        using (var target = TargetProcess.Open(ipara.Pid))
+        {
+            var scale = ipara.ReadyAddress("scale");
+            Assert.Contains(Decoded.All(target.ReadMemory(scale, 32), scale), i => i.FlowControl == Iced.Intel.FlowControl.IndirectBranch);
+        }
+        using var patcher = LivePatcher.Attach(ipara.Pid, Generous.Options);
+
+        var applied = Assert.Single(patcher.Apply(TestPayloads.Build("live/apply/ipa_switch_fix.c")).Functions);
+
+        Assert.NotEqual(0UL, applied.Thunk);
+        Assert.Equal("rsi, r8", applied.Keeps);
+        Assert.Equal(applied.Thunk, Decoded.All(applied.PatchBytes, applied.PatchAddress).Single().NearBranchTarget);
+        var scaled = ipara.NextValue("scaled");
+        Assert.True(ipara.NextValue("scaled") > scaled, "the new scale runs");
+        var calls = ipara.NextValue("calls");
+        Assert.True(ipara.NextValue("calls") > calls + 1000, "check() still ends its loops");
+        Assert.Equal(0, ipara.NextValue("wrong"));
+        patcher.Revert("ipa_switch_fix");
+    }
+
+    [Fact]
     public void In_a_stripped_program_the_function_its_debug_file_names_gets_the_thunk_its_callers_need()
     {
         var (stripped, debug, _) = Targets.DebugFileTests.Split("ipara", source: "targets/ipara.c");
@@ -64,6 +92,59 @@ public class CallerRegistersTests
         Assert.True(ipara.NextValue("scaled") > scaled, "the new scale runs");
         Assert.Equal(0, ipara.NextValue("wrong"));
         patcher.Revert("ipa_fix");
+    }
+
+    [Fact]
+    public void An_unnamed_function_of_a_stripped_program_is_sized_by_its_FDE_and_gets_the_thunk_its_callers_need()
+    {
+        var (ipara, spec) = StartStripped("ipara-unnamed", "-O2 -pthread");
+        using (ipara)
+        {
+            using var patcher = LivePatcher.Attach(ipara.Pid, Generous.Options);
+
+            var applied = Assert.Single(patcher.Apply(TestPayloads.Build("live/apply/ipa_unnamed.c", $"-O2 -DOLD=\"{spec}\"")).Functions);
+
+            // scale writes eax and edx, the new one ecx too: no symbol, but its FDE gives its size.
+            Assert.Equal(spec, applied.Name);
+            Assert.Equal("rcx", applied.Keeps);
+            Assert.Equal(applied.Thunk, Decoded.All(applied.PatchBytes, applied.PatchAddress).Single().NearBranchTarget);
+            var calls = ipara.NextValue("calls");
+            Assert.True(ipara.NextValue("calls") > calls + 1000);
+            Assert.Equal(0, ipara.NextValue("wrong"));
+            patcher.Revert("ipa_unnamed");
+        }
+    }
+
+    [Fact]
+    public void An_unnamed_function_nothing_sizes_is_refused_when_the_new_code_writes_a_register_it_may_return_in()
+    {
+        // Without unwind tables scale has no FDE: the old side proves nothing, so rax (its result, or a caller's value)
+        // and rcx are at risk, and no thunk can keep rax without undoing the result.
+        var (ipara, spec) = StartStripped("ipara-unsized", "-O2 -pthread -fno-asynchronous-unwind-tables");
+        using (ipara)
+        {
+            using var patcher = LivePatcher.Attach(ipara.Pid, Generous.Options);
+
+            var refused = Assert.Throws<PatchRefusedException>(() => patcher.Apply(TestPayloads.Build("live/apply/ipa_unnamed.c", $"-O2 -DOLD=\"{spec}\"")));
+
+            Assert.Equal(LivePatchRefusal.CallerRegistersAtRisk, refused.Refusal);
+            Assert.Contains($"{spec} in process {ipara.Pid} could not be read whole (no symbol or FDE gives the size", refused.Message, StringComparison.Ordinal);
+            Assert.Contains("the new function writes rax", refused.Message, StringComparison.Ordinal);
+            Assert.Empty(patcher.List());
+            var calls = ipara.NextValue("calls");
+            Assert.True(ipara.NextValue("calls") > calls);
+            Assert.Equal(0, ipara.NextValue("wrong"));
+        }
+    }
+
+    // ipara built with FLAGS and stripped (no debug file): scale is known only as module+0xOFFSET.
+    private static (RunningTarget Target, string Spec) StartStripped(string name, string flags)
+    {
+        var built = RunningTarget.Build("targets/ipara.c", flags);
+        var offset = ElfFile.Load(built).FindSymbols("scale")[0].Value;
+        var stripped = Path.Combine(ExternalTool.ScratchDirectory(name), name);
+        ExternalTool.Run("strip", "-o", stripped, built);
+        return (RunningTarget.StartExecutable(stripped, "4"), $"{name}+0x{offset:x}");
     }
 
     [Fact]

@@ -1,7 +1,9 @@
 using LivePatch.Elf;
 using LivePatch.Live;
+using LivePatch.Payloads;
 using LivePatch.Targets;
 using LivePatch.Tests.Fixtures;
+using LivePatch.Tests.X86;
 
 namespace LivePatch.Tests.Live;
 
@@ -30,8 +32,14 @@ public class StrippedTests
         }
         using var patcher = LivePatcher.Attach(worker.Pid, Generous.Options);
 
-        var applied = Assert.Single(patcher.Apply(TestPayloads.Build("live/apply/unnamed.c", $"-O2 -DOLD=\"{spec}\"")).Functions);
+        var payload = TestPayloads.Build("live/apply/unnamed.c", $"-O2 -DOLD=\"{spec}\"");
+        var registers = Assert.Single(patcher.Check(Payload.Load(payload)), r => r.Name.EndsWith(" registers", StringComparison.Ordinal));
+        var applied = Assert.Single(patcher.Apply(payload).Functions);
 
+        // No thunk, and not because the unnamed old function counts as writing everything (that would leave its
+        // callers' registers unguarded): its FDE sizes it, it writes eax, and the new one writes nothing more.
+        Assert.Contains("the new code writes no call-clobbered register the old one left alone", registers.Detail, StringComparison.Ordinal);
+        Assert.Equal((0UL, applied.NewAddress), (applied.Thunk, Decoded.All(applied.PatchBytes, applied.PatchAddress).Single().NearBranchTarget));
         Assert.Equal(spec, applied.Name);
         Assert.Equal(worker.ReadyAddress("compute"), applied.OldAddress);
         worker.AssertValueBecomes("compute", 102);

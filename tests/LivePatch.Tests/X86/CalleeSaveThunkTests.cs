@@ -76,4 +76,31 @@ public class CalleeSaveThunkTests
         Assert.Equal(written, code.Written.ToString());
         Assert.Equal((calls, exits, opaque), (code.Calls.Count, code.Exits.Count, code.Opaque));
     }
+
+
+    // What the analysis weighs differently in each direction is told apart: an unknown call, an indirect jump
+    // (gcc's jump table: lea table(%rip),%rcx; movslq (%rcx,%rdi,4),%rdx; add %rcx,%rdx; notrack jmp *%rdx), bad bytes.
+    [Theory]
+    [InlineData("488d0d00010000 486314b9 4801ca 3effe2 b801000000 c3", "rax, rcx, rdx", null, "an indirect jump at 0x40100e", null)]
+    [InlineData("ffe0", "none", null, "an indirect jump at 0x401000", null)]
+    [InlineData("ffd0 ffe0", "none", "an indirect call at 0x401000", "an indirect jump at 0x401002", null)]
+    [InlineData("31c0 06", "rax", null, null, "bytes that are not an instruction at 0x401002")]
+    public void Unknown_calls_indirect_jumps_and_bad_bytes_are_told_apart(string hex, string written, string? unknownCall, string? indirectJump, string? undecodable)
+    {
+        var code = FunctionCode.Scan(Decoded.Hex(hex), 0x401000);
+
+        Assert.Equal((written, unknownCall, indirectJump, undecodable), (code.Written.ToString(), code.UnknownCall, code.IndirectJump, code.Undecodable));
+    }
+
+    [Theory]
+    [InlineData("ff25e22f0000", true)] // .plt: jmp *slot(%rip)
+    [InlineData("f30f1efa f2ff25e22f0000", true)] // .plt.sec: endbr64; bnd jmp *slot(%rip)
+    [InlineData("ffe0", false)] // jmp *%rax: no slot
+    [InlineData("ff24c5e0204000", false)] // jmp *table(,%rax,8): a jump table
+    [InlineData("f30f1efa 31c0 c3", false)]
+    [InlineData("", false)]
+    public void A_stub_jumping_through_a_slot_is_recognised(string hex, bool stub)
+    {
+        Assert.Equal(stub, FunctionCode.IsJumpThroughSlot(Decoded.Hex(hex), 0x401000));
+    }
 }
