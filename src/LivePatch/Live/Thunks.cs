@@ -25,6 +25,14 @@ internal sealed class Thunks(LiveSession session)
     private readonly ClobberAnalysis _newCode = new(session.Target, Approximation.Over);
     private readonly int _vectorBytes = CalleeSaveThunk.VectorBytes(CpuFeatures.Detect());
 
+    // Mask registers are 64 bits with AVX512BW, 16 with AVX512F alone.
+    private readonly int _maskBytes = CpuFeatures.Detect().Has(CpuFeature.Avx512Bw) ? 8 : 2;
+
+    // The registers this CPU has: xmm16-31 and k0-k7 come with AVX-512 (64-byte vectors).
+    private readonly ClobberSet _present = CalleeSaveThunk.VectorBytes(CpuFeatures.Detect()) >= 64
+        ? ClobberSet.Everything
+        : new ClobberSet(GeneralRegisters.CallerSaved, 0xffffu, 0);
+
     /// <summary>Entry <paramref name="index"/>'s thunk in the trampolines block at <paramref name="block"/>, after the <paramref name="entries"/> trampolines.</summary>
     public static ulong Address(ulong block, int entries, int index) => block + (ulong)(entries * Trampolines.Size + index * CalleeSaveThunk.MaxSize);
 
@@ -32,23 +40,21 @@ internal sealed class Thunks(LiveSession session)
     /// The registers the callers of <paramref name="entry"/>'s old function may rely on that its new function (at
     /// <paramref name="newAddress"/> in <paramref name="linked"/>) may write: what a thunk must keep; empty when none.
     /// </summary>
-    /// <exception cref="PatchRefusedException">They include registers no thunk keeps (mask registers), or return
-    /// registers of an old function that could not be read whole.</exception>
+    /// <exception cref="PatchRefusedException">They include return registers of an old function that could not be read whole.</exception>
     public ClobberSet AtRisk(PlannedEntry entry, LinkedPayload linked, ulong newAddress)
     {
         var old = _oldCode.OfTargetFunction(entry.Symbol.Address);
-        var keep = _newCode.OfPayloadFunction(linked, newAddress).Set.Except(old.Set);
+        // Registers this CPU lacks (k0-k7 and xmm16-31 without AVX-512) hold nobody's values and no code writes them:
+        // an over-approximated "everything" (a call through the PLT) must not refuse the patch for them.
+        var keep = _newCode.OfPayloadFunction(linked, newAddress).Set.Except(old.Set).Intersect(_present);
         if (old.Unknown is not null && keep.Intersect(ReturnRegisters) is { IsEmpty: false } result)
             throw new PatchRefusedException(LivePatchRefusal.CallerRegistersAtRisk,
                 $"{entry.Name} in process {session.Pid} could not be read whole ({old.Unknown}) and the new function writes {result}, which it may return its result in or its callers may keep values in: neither a jump nor a thunk is safe; refusing to patch it");
-        if (keep.Masks != 0 || (_vectorBytes < 64 && (keep.Vectors & 0xffff0000u) != 0))
-            throw new PatchRefusedException(LivePatchRefusal.CallerRegistersAtRisk,
-                $"{entry.Name} in process {session.Pid} never writes {keep}, which its callers may keep values in, and the new function may: no thunk keeps mask registers; refusing to patch it");
         return keep;
     }
 
     /// <summary>The thunk keeping <paramref name="keep"/> at <paramref name="address"/> around a call of <paramref name="newAddress"/>.</summary>
-    public byte[] Assemble(ulong address, ulong newAddress, ClobberSet keep) => CalleeSaveThunk.Assemble(address, newAddress, keep, _vectorBytes);
+    public byte[] Assemble(ulong address, ulong newAddress, ClobberSet keep) => CalleeSaveThunk.Assemble(address, newAddress, keep, _vectorBytes, _maskBytes);
 
     /// <summary>For messages and the record: <c>through a thunk keeping rcx, r8</c>.</summary>
     public static string Describe(AppliedFunctionInfo function) => function.Thunk == 0 ? "" : $" (through a thunk keeping {function.Keeps})";

@@ -25,14 +25,17 @@ public static class CalleeSaveThunk
     /// <summary>
     /// Assembles, for <paramref name="address"/>, a thunk that keeps <paramref name="keep"/> around a call of
     /// <paramref name="function"/> and returns what it returned. Vector registers are kept
-    /// <paramref name="vectorBytes"/> wide (16: xmm, 32: ymm with AVX, 64: zmm with AVX-512).
+    /// <paramref name="vectorBytes"/> wide (16: xmm, 32: ymm with AVX, 64: zmm with AVX-512); mask registers
+    /// (AVX-512 only) <paramref name="maskBytes"/> wide (8 with AVX512BW's 64-bit masks, else 2).
     /// </summary>
-    /// <exception cref="ArgumentException">The set holds mask registers, or vector registers wider than asked can hold.</exception>
+    /// <exception cref="ArgumentException">The set holds registers the asked widths have not: masks or xmm16-31 without AVX-512.</exception>
     /// <exception cref="RelocationException">Iced cannot assemble it there (the function is out of rel32 reach).</exception>
-    public static byte[] Assemble(ulong address, ulong function, ClobberSet keep, int vectorBytes)
+    public static byte[] Assemble(ulong address, ulong function, ClobberSet keep, int vectorBytes, int maskBytes = 8)
     {
-        if (keep.Masks != 0)
-            throw new ArgumentException($"mask registers ({keep}) cannot be kept by a thunk", nameof(keep));
+        if (keep.Masks != 0 && vectorBytes < 64)
+            throw new ArgumentException($"mask registers ({keep}) exist only with AVX-512", nameof(keep));
+        if (maskBytes is not (2 or 8))
+            throw new ArgumentOutOfRangeException(nameof(maskBytes), maskBytes, "mask registers are kept 2 (kmovw) or 8 (kmovq) bytes wide");
         if (vectorBytes is not (16 or 32 or 64))
             throw new ArgumentOutOfRangeException(nameof(vectorBytes), vectorBytes, "vector registers are 16, 32 or 64 bytes wide");
         if (vectorBytes < 64 && (keep.Vectors & 0xffff0000u) != 0)
@@ -40,12 +43,14 @@ public static class CalleeSaveThunk
 
         var generals = Enumerable.Range(0, 16).Where(i => ((int)keep.General & (1 << i)) != 0).ToList();
         var vectors = Enumerable.Range(0, 32).Where(i => (keep.Vectors & (1u << i)) != 0).ToList();
+        var masks = Enumerable.Range(0, 8).Where(i => (keep.Masks & (1 << i)) != 0).ToList();
         // Frame, from rsp up: the stack arguments' copy, rdi/rsi/rcx while copying, the kept registers. At entry
         // rsp is 8 past a 16-byte boundary (the call pushed its return address): a frame of 16k + 8 bytes aligns it.
         const int scratch = StackArgumentBytes;
         const int kept = scratch + 24;
         var vectorArea = (kept + 8 * generals.Count + vectorBytes - 1) / vectorBytes * vectorBytes;
-        var frame = (vectorArea + vectors.Count * vectorBytes + 15) / 16 * 16 + 8;
+        var maskArea = vectorArea + vectors.Count * vectorBytes;
+        var frame = (maskArea + masks.Count * 8 + 15) / 16 * 16 + 8;
 
         var a = new Assembler(64);
         a.sub(rsp, frame);
@@ -63,7 +68,11 @@ public static class CalleeSaveThunk
             a.mov(__qword_ptr[rsp + kept + 8 * i], General[generals[i]]);
         for (var i = 0; i < vectors.Count; i++)
             SaveVector(a, vectors[i], vectorArea + i * vectorBytes, vectorBytes, save: true);
+        for (var i = 0; i < masks.Count; i++)
+            SaveMask(a, masks[i], maskArea + i * 8, maskBytes, save: true);
         a.call(function);
+        for (var i = 0; i < masks.Count; i++)
+            SaveMask(a, masks[i], maskArea + i * 8, maskBytes, save: false);
         for (var i = 0; i < vectors.Count; i++)
             SaveVector(a, vectors[i], vectorArea + i * vectorBytes, vectorBytes, save: false);
         for (var i = 0; i < generals.Count; i++)
@@ -77,6 +86,22 @@ public static class CalleeSaveThunk
         if (writer.Bytes.Count > MaxSize)
             throw new RelocationException($"the callee-save thunk keeping {keep} takes {writer.Bytes.Count} bytes, more than {MaxSize}");
         return [.. writer.Bytes];
+    }
+
+    private static void SaveMask(Assembler a, int number, int offset, int width, bool save)
+    {
+        var k = new AssemblerRegisterK(Register.K0 + number);
+        if (width == 8)
+        {
+            if (save)
+                a.kmovq(__qword_ptr[rsp + offset], k);
+            else
+                a.kmovq(k, __qword_ptr[rsp + offset]);
+        }
+        else if (save)
+            a.kmovw(__word_ptr[rsp + offset], k);
+        else
+            a.kmovw(k, __word_ptr[rsp + offset]);
     }
 
     private static void SaveVector(Assembler a, int number, int offset, int width, bool save)

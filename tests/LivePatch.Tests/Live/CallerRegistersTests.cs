@@ -19,6 +19,28 @@ public class CallerRegistersTests
     private static string Fix => TestPayloads.Build("live/apply/ipa_fix.c");
 
     [Fact]
+    public void A_new_function_calling_libc_gets_a_thunk_keeping_every_register_the_cpu_has_masks_included()
+    {
+        using var ipara = RunningTarget.Start("targets/ipara.c", "-O2 -g -pthread", "4");
+        using var patcher = LivePatcher.Attach(ipara.Pid, Generous.Options);
+
+        var applied = Assert.Single(patcher.Apply(TestPayloads.Build("live/apply/ipa_libc_fix.c")).Functions);
+
+        Assert.NotEqual(0UL, applied.Thunk);
+        var avx512 = LivePatch.X86.CpuFeatures.Detect().Has(LivePatch.X86.CpuFeature.Avx512F);
+        Assert.Equal(avx512, applied.Keeps!.Contains("k0", StringComparison.Ordinal));
+        var scaled = ipara.NextValue("scaled");
+        Assert.True(ipara.NextValue("scaled") > scaled, "the new scale runs");
+        var calls = ipara.NextValue("calls");
+        Assert.True(ipara.NextValue("calls") > calls + 1000);
+        Assert.Equal(0, ipara.NextValue("wrong"));
+
+        patcher.Revert("ipa_libc_fix");
+        Assert.Equal(0, ipara.NextValue("wrong"));
+        Assert.False(ipara.HasExited);
+    }
+
+    [Fact]
     public void The_jump_goes_through_a_thunk_keeping_the_registers_callers_rely_on_and_the_results_stay_right()
     {
         using var ipara = RunningTarget.Start("targets/ipara.c", "-O2 -g -pthread", "4");

@@ -44,8 +44,28 @@ public class CalleeSaveThunkTests
     [Fact]
     public void Mask_registers_and_upper_vectors_without_avx512_are_refused()
     {
-        Assert.Throws<ArgumentException>(() => CalleeSaveThunk.Assemble(At, Function, ClobberSet.Of(Register.K1), 64));
+        Assert.Throws<ArgumentException>(() => CalleeSaveThunk.Assemble(At, Function, ClobberSet.Of(Register.K1), 32));
         Assert.Throws<ArgumentException>(() => CalleeSaveThunk.Assemble(At, Function, ClobberSet.Of(Register.XMM17), 32));
+    }
+
+    [Theory]
+    [InlineData(8, Mnemonic.Kmovq)]
+    [InlineData(2, Mnemonic.Kmovw)]
+    public void With_avx512_every_mask_register_is_kept_around_the_call(int maskBytes, Mnemonic move)
+    {
+        var all = ClobberSet.Everything.Except(ClobberSet.Of(Register.RAX));
+
+        var code = CalleeSaveThunk.Assemble(At, Function, all, 64, maskBytes);
+        var instructions = Decoded.All(code, At);
+
+        Assert.True(code.Length <= CalleeSaveThunk.MaxSize, $"{code.Length} bytes");
+        var callAt = instructions.FindIndex(i => i.Mnemonic == Mnemonic.Call);
+        var saved = instructions.Take(callAt).Where(i => i.Mnemonic == move && i.Op0Kind == OpKind.Memory).Select(i => i.Op1Register).ToHashSet();
+        var restored = instructions.Skip(callAt).Where(i => i.Mnemonic == move && i.Op1Kind == OpKind.Memory).Select(i => i.Op0Register).ToHashSet();
+        var masks = Enumerable.Range(0, 8).Select(n => Register.K0 + n).ToHashSet();
+        Assert.Equal(masks, saved);
+        Assert.Equal(masks, restored);
+        Assert.Equal(8, (int)(instructions[0].Immediate32 % 16));
     }
 
     [Fact]
