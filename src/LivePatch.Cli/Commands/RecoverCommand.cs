@@ -48,11 +48,13 @@ internal static class RecoverCommand
         var done = report.Outcome == RecoveryOutcome.Completed ? "completed" : "rolled back";
         var sites = action.Action == PendingActionKind.Unload
             ? report.Freed.Count == 0 ? "every block was still mapped" : $"{report.Freed.Count} block(s) unmapped"
+            : action.Action == PendingActionKind.Load
+            ? $"{report.Freed.Count} of the {action.Mapped.Count} block(s) it had mapped freed, nothing was redirected"
             : $"{report.Sites.Count(s => s == SiteState.New)} of {report.Sites.Count} sites were new"
               + (report.Sites.Any(s => s == SiteState.Torn) ? $", {report.Sites.Count(s => s == SiteState.Torn)} torn" : "")
               + (report.Written == 0 ? ", nothing written" : $", {report.Written} rewritten; {report.ThreadsStopped} threads stopped, pause {LiveCommands.Micro(report.Pause)}");
         var line = $"recovered process {pid}: the interrupted {action.Describe()} was {done} ({sites})";
-        if (action.Action != PendingActionKind.Unload && report.Freed.Count > 0)
+        if (action.Action is not (PendingActionKind.Unload or PendingActionKind.Load) && report.Freed.Count > 0)
             line += $"; its memory was freed ({report.Freed.Count} blocks)";
         if (report.RecordedReverted is { } name)
             line += $"\n'{name}' is recorded as reverted: its code may have run, so its memory stays until livepatch unload {pid} {name}";
@@ -77,5 +79,7 @@ internal static class RecoverCommand
             writer.WriteLine($"  {action.Sites[i].Function} 0x{action.Sites[i].Address:x}: {interrupted.Sites[i].ToString().ToLowerInvariant()}");
         if (action.Action == PendingActionKind.Unload)
             writer.WriteLine($"  {interrupted.BlocksMapped} of {action.Unmaps.Count} blocks still mapped");
+        if (action.Action == PendingActionKind.Load)
+            writer.WriteLine($"  {action.Mapped.Count} block(s) mapped for it; recover frees them");
     }
 }

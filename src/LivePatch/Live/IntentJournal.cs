@@ -58,7 +58,7 @@ internal sealed class IntentJournal(LiveSession session)
     {
         var created = !RecordStore.Exists(session.Target);
         RecordStore.Write(session.Process, new TargetRecord(before, intent));
-        session.Checkpoint("intent-recorded");
+        session.Checkpoint(intent.Action == PendingActionKind.Load ? "load-recorded" : "intent-recorded");
         return created;
     }
 
@@ -79,6 +79,20 @@ internal sealed class IntentJournal(LiveSession session)
         {
         }
     }
+
+    /// <summary>
+    /// Records that the payload <paramref name="name"/> has <paramref name="mapped"/> mapped so far (a Load intent over
+    /// the record <paramref name="before"/>): written after each block is mapped, before anything else happens.
+    /// </summary>
+    public void RecordMapped(List<AppliedPayloadInfo> before, string name, IReadOnlyList<MappedBlock> mapped)
+    {
+        RecordStore.Write(session.Process, new TargetRecord(before, Load(name, before, mapped)));
+        session.Checkpoint($"block-{mapped.Count}-mapped");
+    }
+
+    /// <summary>The intent of mapping <paramref name="name"/>'s memory, <paramref name="mapped"/> so far.</summary>
+    public static PendingAction Load(string name, List<AppliedPayloadInfo> before, IReadOnlyList<MappedBlock> mapped) =>
+        new(PendingActionKind.Load, [name], Environment.ProcessId, DateTimeOffset.UtcNow, [], [.. before]) { Mapped = mapped };
 
     /// <summary>The intent of applying <paramref name="info"/> (at <paramref name="index"/> in the record, or loaded now when -1).</summary>
     public static PendingAction Apply(AppliedPayloadInfo info, List<AppliedPayloadInfo> record, int index)

@@ -34,6 +34,7 @@ internal sealed class PayloadActions(LiveSession session)
         catch
         {
             _memory.FreeAfterFailure(loaded.Blocks);
+            _journal.DropIntent(record, loaded.CreatedRecord);
             throw;
         }
         return new LoadReport(payload.Name, loaded.Info.Functions, loaded.Info.Memory, loaded.Info.BuildIds) { Copies = loaded.Copies };
@@ -53,7 +54,10 @@ internal sealed class PayloadActions(LiveSession session)
         {
             // Once the jumps were written, threads may run the new code or sit in a trampoline: its memory stays.
             if (!poked)
+            {
                 _memory.FreeAfterFailure(loaded.Blocks);
+                _journal.DropIntent(record, loaded.CreatedRecord);
+            }
             throw;
         }
     }
@@ -141,7 +145,10 @@ internal sealed class PayloadActions(LiveSession session)
         catch
         {
             if (!reachable)
+            {
                 _memory.FreeAfterFailure(loaded.Blocks);
+                _journal.DropIntent(record, loaded.CreatedRecord);
+            }
             throw;
         }
     }
@@ -216,7 +223,7 @@ internal sealed class PayloadActions(LiveSession session)
     }
 
     /// <summary>A payload uploaded and linked, not yet recorded: its record-to-be and what planning found.</summary>
-    private sealed record LoadedPayload(AppliedPayloadInfo Info, List<PlannedEntry> Entries, PayloadBlocks Blocks, IReadOnlyList<FunctionCopy> Copies);
+    private sealed record LoadedPayload(AppliedPayloadInfo Info, List<PlannedEntry> Entries, PayloadBlocks Blocks, IReadOnlyList<FunctionCopy> Copies, bool CreatedRecord);
 
     /// <summary>Checks, allocates, links and writes the payload's code into the target; records nothing.</summary>
     private LoadedPayload LoadInto(Payload payload, List<AppliedPayloadInfo> record, bool fromOriginal)
@@ -228,7 +235,19 @@ internal sealed class PayloadActions(LiveSession session)
         var copies = _clones.Require(payload.Name, [.. entries.Select(e => e.Symbol)]);
         var layout = PayloadLayout.Compute(payload);
         session.ThrowIfCancelled();
-        var blocks = _memory.Allocate(layout, entries);
+        // Each block is recorded as soon as it is mapped: a livepatch killed from here on leaves blocks recover frees.
+        var createdRecord = _journal.RecordIntent(record, IntentJournal.Load(payload.Name, record, []));
+        PayloadBlocks blocks;
+        try
+        {
+            blocks = _memory.Allocate(layout, entries, mapped => _journal.RecordMapped(record, payload.Name, mapped));
+        }
+        catch (Exception error)
+        {
+            if (error is not TargetException { Error: TargetError.Exited })
+                _journal.DropIntent(record, createdRecord);
+            throw;
+        }
         try
         {
             var linked = PayloadLinker.Link(payload, layout, blocks.Text, blocks.ReadOnly, blocks.Data,
@@ -273,11 +292,12 @@ internal sealed class PayloadActions(LiveSession session)
                 DataHash = data.Length == 0 ? null : SHA256.HashData(data),
                 Hooks = HookRunner.Linked(payload, linked),
             };
-            return new LoadedPayload(info, entries, blocks, copies);
+            return new LoadedPayload(info, entries, blocks, copies, createdRecord);
         }
         catch
         {
             _memory.FreeAfterFailure(blocks);
+            _journal.DropIntent(record, createdRecord);
             throw;
         }
     }

@@ -18,15 +18,19 @@ internal sealed record PayloadBlocks(ulong Text, ulong ReadOnly, ulong Data, ulo
 /// </summary>
 internal sealed class PayloadMemory(LiveSession session)
 {
-    /// <summary>Maps the blocks <paramref name="layout"/> needs, with one trampoline slot per entry, near the entries.</summary>
+    /// <summary>
+    /// Maps the blocks <paramref name="layout"/> needs, with one trampoline slot per entry, near the entries; each block
+    /// is handed to <paramref name="mappedNow"/> as soon as it is mapped (to be recorded: a livepatch killed later
+    /// leaves nothing nobody can find).
+    /// </summary>
     /// <exception cref="TargetException">No thread stopped, or no free range within reach.</exception>
-    public PayloadBlocks Allocate(PayloadLayout layout, IReadOnlyList<PlannedEntry> entries)
+    public PayloadBlocks Allocate(PayloadLayout layout, IReadOnlyList<PlannedEntry> entries, Action<IReadOnlyList<MappedBlock>> mappedNow)
     {
         var mapped = new List<MappedBlock>();
         try
         {
             // One thread stopped for all the blocks.
-            return session.Process.WithOneThreadStopped(_ => Place(layout, entries, mapped, session.Process.MapNear));
+            return session.Process.WithOneThreadStopped(_ => Place(layout, entries, mapped, session.Process.MapNear, mappedNow));
         }
         catch
         {
@@ -54,7 +58,7 @@ internal sealed class PayloadMemory(LiveSession session)
     // Text, read-only data, writable data and trampolines, each within reach of the old functions and of the blocks
     // placed before it (stubs reach GOT slots by rel32).
     private static PayloadBlocks Place(PayloadLayout layout, IReadOnlyList<PlannedEntry> entries, List<MappedBlock> mapped,
-        Func<ulong, ulong, ulong, MemoryProtection, ulong> mapNear)
+        Func<ulong, ulong, ulong, MemoryProtection, ulong> mapNear, Action<IReadOnlyList<MappedBlock>>? mappedNow = null)
     {
         var nearStart = entries.Min(e => e.PatchAddress);
         var nearEnd = entries.Max(e => e.PatchAddress) + EntryPlanner.JumpLength;
@@ -66,6 +70,7 @@ internal sealed class PayloadMemory(LiveSession session)
             var end = Math.Max(nearEnd, mapped.Count == 0 ? nearEnd : mapped.Max(m => m.Address + m.Size));
             var address = mapNear(start, end, region.Size, protection);
             mapped.Add(new MappedBlock(address, RoundToPage(region.Size), use));
+            mappedNow?.Invoke([.. mapped]);
             return address;
         }
         var text = Map(layout.Text, MemoryProtection.Read | MemoryProtection.Execute, "text");

@@ -13,6 +13,12 @@ public enum PendingActionKind
     Replace,
     /// <summary>Unmap a loaded or reverted payload and forget it.</summary>
     Unload,
+    /// <summary>
+    /// Map a payload's memory (for load, apply or replace), each block named in <see cref="PendingAction.Mapped"/> as
+    /// soon as it is mapped; the record of the action itself (or the next intent) replaces it. Recovered by freeing
+    /// the blocks no payload of the record names.
+    /// </summary>
+    Load,
 }
 
 /// <summary>

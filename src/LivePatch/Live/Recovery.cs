@@ -29,7 +29,29 @@ internal sealed class Recovery(LiveSession session, PayloadMemory memory)
         if (record.Intent is not { } intent)
             return Nothing;
         session.ThrowIfCancelled();
-        return intent.Action == PendingActionKind.Unload ? RecoverUnload(record, intent) : RecoverCode(record, intent);
+        return intent.Action switch
+        {
+            PendingActionKind.Unload => RecoverUnload(record, intent),
+            PendingActionKind.Load => RecoverLoad(record, intent),
+            _ => RecoverCode(record, intent),
+        };
+    }
+
+    /// <summary>
+    /// A payload's memory was being mapped: the blocks the intent names that are still mapped and that no payload of
+    /// the record names are freed, after the record no longer names them (a kill in between leaks them, it never
+    /// unmaps them twice).
+    /// </summary>
+    private RecoverReport RecoverLoad(TargetRecord record, PendingAction intent)
+    {
+        var map = session.Target.ReadMemoryMap();
+        var named = record.Payloads.SelectMany(p => p.Memory).ToHashSet();
+        var freed = intent.Mapped.Where(b => !named.Contains(b) && PayloadMemory.IsMapped(map, b)).ToList();
+        RecordStore.Write(session.Process, record.Payloads);
+        session.Checkpoint("record-written");
+        if (freed.Count > 0)
+            memory.FreeAfterFailure(PayloadBlocks.Of(freed));
+        return new RecoverReport(intent, RecoveryOutcome.RolledBack, [], 0, freed, null, 0, TimeSpan.Zero);
     }
 
     /// <inheritdoc cref="LivePatcher.AbandonInterrupted"/>
@@ -40,6 +62,8 @@ internal sealed class Recovery(LiveSession session, PayloadMemory memory)
             return Nothing;
         if (intent.Action == PendingActionKind.Unload)
             return RecoverUnload(record, intent);
+        if (intent.Action == PendingActionKind.Load)
+            return RecoverLoad(record, intent);
         var states = intent.Sites.Select(s => s.Classify(session.Target.ReadMemory(s.Address, s.OldBytes.Length))).ToList();
         var payloads = record.Payloads;
         string? recordedReverted = null;

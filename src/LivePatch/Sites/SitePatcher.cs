@@ -19,6 +19,9 @@ public sealed class SitePatcherOptions
     /// written. livepatch uses it to change no site while a payload action waits for <c>livepatch recover</c>.
     /// </summary>
     public Action? BeforeChange { get; init; }
+
+    /// <summary>Tells the tests that an action reached a step (<c>planned</c>: its writes are decided, its stop not begun).</summary>
+    internal Action<string>? Checkpoint { get; init; }
 }
 
 /// <summary>
@@ -278,6 +281,7 @@ public sealed class SitePatcher : IDisposable
         if (plan.Pokes.Count == 0)
             return new CallSitesReport(module, plan.Decisions.Count, changing, 0, 0, TimeSpan.Zero, 0, choices);
         BeforeWrite();
+        _options.Checkpoint?.Invoke("planned");
         var report = TextPoker.Poke(_process, plan.Pokes, PokeOptions() with { BeforeWrite = insideStop is null ? null : _ => insideStop() });
         return new CallSitesReport(module, plan.Decisions.Count, changing, plan.Pokes.Count, report.Threads, report.Pause, report.Attempts, choices);
     }

@@ -38,6 +38,8 @@ public class CrashSafetyTests
     /// <summary>Action, the step livepatch is killed at, what recover does, and the record after it (name:state, oldest first).</summary>
     public static TheoryData<string, string, string, string> Steps => new()
     {
+        { "apply", "load-recorded", "rolled back", "" },
+        { "apply", "block-2-mapped", "rolled back", "" },
         { "apply", "intent-recorded", "rolled back", "" },
         { "apply", "range-1-written", "rolled back", "trio_fix:reverted" },
         { "apply", "range-2-written", "rolled back", "trio_fix:reverted" },
@@ -48,6 +50,7 @@ public class CrashSafetyTests
         { "revert", "intent-recorded", "rolled back", "trio_fix:applied" },
         { "revert", "range-2-written", "rolled back", "trio_fix:applied" },
         { "revert", "sites-written", "completed", "trio_fix:reverted" },
+        { "replace", "block-1-mapped", "rolled back", "trio_fix:applied" },
         { "replace", "intent-recorded", "rolled back", "trio_fix:applied" },
         { "replace", "range-1-written", "rolled back", "trio_fix:applied,trio_next:reverted" },
         { "replace", "sites-written", "completed", "trio_fix:reverted,trio_next:applied" },
@@ -82,7 +85,9 @@ public class CrashSafetyTests
             AssertEachSiteOldOrNew(trio.Pid, interrupted.Action);
             var mapped = interrupted.Action.Mapped.Concat(interrupted.Action.Unmaps).ToList();
             var listed = Livepatch("list", Pid(trio));
-            Assert.Contains($"process {trio.Pid}: interrupted: {(action == "apply-loaded" ? "apply" : action)} of 'trio_", listed.Output, StringComparison.Ordinal);
+            // Killed while the payload's memory was being mapped, the action is the load that maps it.
+            var acted = step is "load-recorded" || step.EndsWith("-mapped", StringComparison.Ordinal) ? "load" : action == "apply-loaded" ? "apply" : action;
+            Assert.Contains($"process {trio.Pid}: interrupted: {acted} of 'trio_", listed.Output, StringComparison.Ordinal);
             var refused = Livepatch("revert", Pid(trio), "trio_fix");
             Assert.Equal(4, refused.ExitCode);
             Assert.Contains($"run livepatch recover {trio.Pid} first", refused.Error, StringComparison.Ordinal);

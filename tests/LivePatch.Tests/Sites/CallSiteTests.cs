@@ -105,7 +105,25 @@ public class CallSiteTests
     public void A_slot_that_changes_before_the_write_is_caught_inside_the_stop_and_nothing_is_written()
     {
         using var target = StartTarget("churn");
-        using var patcher = SitePatcher.Attach(target.Pid, Generous.Sites);
+        using var reader = TargetProcess.Open(target.Pid);
+        // platform.missing, the slot the churning thread rewrites (the fifth pointer of the ops table).
+        var slot = reader.ResolveSymbol("platform").Address + 4 * 8;
+        // Between the plan and the stop, wait until the slot changed: on a loaded machine the churning thread may
+        // otherwise get no CPU in that window, and the write would rightly go ahead.
+        var options = new SitePatcherOptions
+        {
+            Timeout = Generous.Timeout,
+            Checkpoint = step =>
+            {
+                if (step != "planned")
+                    return;
+                var planned = reader.ReadMemory(slot, 8);
+                var waited = System.Diagnostics.Stopwatch.StartNew();
+                while (reader.ReadMemory(slot, 8).AsSpan().SequenceEqual(planned) && waited.Elapsed < TimeSpan.FromSeconds(30))
+                    Thread.Yield();
+            },
+        };
+        using var patcher = SitePatcher.Attach(target.Pid, options);
         using var code = new SiteCode(target.Pid);
 
         var error = Assert.Throws<SiteRefusedException>(() => patcher.ApplyCallSites());
