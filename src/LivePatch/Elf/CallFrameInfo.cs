@@ -660,37 +660,18 @@ internal sealed class CallFrameInfo
 
         public ulong Uleb()
         {
-            ulong value = 0;
-            for (var shift = 0; ; shift += 7)
-            {
-                var b = Byte();
-                if (Failed)
-                    return 0;
-                if (shift < 64)
-                    value |= (ulong)(b & 0x7f) << shift;
-                if ((b & 0x80) == 0)
-                    return value;
-            }
+            if (!Failed && ElfInternal.Leb128.TryReadUnsigned(_data, ref Position, out var value))
+                return value;
+            Failed = true;
+            return 0;
         }
 
         public long Sleb()
         {
-            long value = 0;
-            var shift = 0;
-            byte b;
-            do
-            {
-                b = Byte();
-                if (Failed)
-                    return 0;
-                if (shift < 64)
-                    value |= (long)(b & 0x7f) << shift;
-                shift += 7;
-            }
-            while ((b & 0x80) != 0);
-            if (shift < 64 && (b & 0x40) != 0)
-                value |= -1L << shift;
-            return value;
+            if (!Failed && ElfInternal.Leb128.TryReadSigned(_data, ref Position, out var value))
+                return value;
+            Failed = true;
+            return 0;
         }
 
         // An entry's length field (32-bit, or 0xffffffff and a 64-bit one); end is where the entry stops.

@@ -440,32 +440,19 @@ internal sealed class DwarfReader
 
         public ulong ULeb()
         {
-            ulong value = 0;
-            for (var shift = 0; ; shift += 7)
-            {
-                var b = U8();
-                if (shift < 64)
-                    value |= (ulong)(b & 0x7f) << shift;
-                if ((b & 0x80) == 0)
-                    return value;
-            }
+            var at = Position;
+            if (!Leb128.TryReadUnsigned(_data, ref at, out var value))
+                throw Error("a LEB128 number runs past the end of the section");
+            Position = at;
+            return value;
         }
 
         public long SLeb()
         {
-            long value = 0;
-            var shift = 0;
-            byte b;
-            do
-            {
-                b = U8();
-                if (shift < 64)
-                    value |= (long)(b & 0x7f) << shift;
-                shift += 7;
-            }
-            while ((b & 0x80) != 0);
-            if (shift < 64 && (b & 0x40) != 0)
-                value |= -1L << shift;
+            var at = Position;
+            if (!Leb128.TryReadSigned(_data, ref at, out var value))
+                throw Error("a LEB128 number runs past the end of the section");
+            Position = at;
             return value;
         }
 
