@@ -56,6 +56,9 @@ internal static class SymbolsCommand
             if (rows.Count == 0)
             {
                 Console.WriteLine($"process {target.Pid} has no function matching '{parse.GetValue(pattern)}'");
+                // Names of stripped modules come from debug files: say which modules had none, and where they were looked for.
+                foreach (var module in target.Modules.DistinctBy(m => m.Path).Where(m => m.IsStripped && m.DebugSymbols.Count == 0 && !m.UsesMiniDebugInfo))
+                    Console.WriteLine($"  {module.Name} is stripped and no debug file was found for it (looked for {(module.DebugFilesLooked.Count == 0 ? "none" : string.Join(", ", module.DebugFilesLooked))}); --debug-dir DIR names where yours are");
                 return;
             }
             var table = new Table().AddColumns("module!name", "address", "size", "binding", "table", "notes");

@@ -19,11 +19,13 @@ public class DebugDirectoryCommandTests
         var payload = TestPayloads.Build("live/apply/secret.c");
 
         var without = LivepatchCli.Run("check", pid, payload);
+        var symbolsWithout = LivepatchCli.Run("symbols", pid, "secret");
         var symbols = LivepatchCli.Run("symbols", pid, "secret", "--debug-dir", root);
         var apply = LivepatchCli.Run("apply", pid, payload, "--debug-dir", Path.Combine(directory, "empty-but-there"), "--debug-dir", root);
 
         Assert.Equal(3, without.ExitCode);
         Assert.Contains("cli is stripped and no debug file of it was found", without.Error, StringComparison.Ordinal);
+        Assert.Contains("cli is stripped and no debug file was found for it (looked for", symbolsWithout.Output, StringComparison.Ordinal);
         Assert.Equal(0, symbols.ExitCode);
         Assert.Matches($@"cli!secret\s*│\s*0x{worker.ReadyAddress("secret"):x}\s*│.*debug file {System.Text.RegularExpressions.Regex.Escape(place)}", symbols.Output.ReplaceLineEndings(" "));
         Assert.Equal(3, apply.ExitCode); // the first directory does not exist
