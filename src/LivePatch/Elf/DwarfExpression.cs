@@ -49,7 +49,7 @@ internal static class DwarfExpression
             }
             if (op is >= 0x70 and <= 0x8f) // DW_OP_breg0..31
             {
-                if (!Register(op - 0x70, registers, known, out var register) || !Sleb(expression, ref position, out var offset)
+                if (!Register(op - 0x70, registers, known, out var register) || !ElfInternal.Leb128.TryReadSigned(expression, ref position, out var offset)
                     || !Push(stack, ref top, register + (ulong)offset))
                     return false;
                 continue;
@@ -77,11 +77,11 @@ internal static class DwarfExpression
                         break;
                     }
                 case 0x10: // DW_OP_constu
-                    if (!Uleb(expression, ref position, out a) || !Push(stack, ref top, a))
+                    if (!ElfInternal.Leb128.TryReadUnsigned(expression, ref position, out a) || !Push(stack, ref top, a))
                         return false;
                     break;
                 case 0x11: // DW_OP_consts
-                    if (!Sleb(expression, ref position, out var signed) || !Push(stack, ref top, (ulong)signed))
+                    if (!ElfInternal.Leb128.TryReadSigned(expression, ref position, out var signed) || !Push(stack, ref top, (ulong)signed))
                         return false;
                     break;
                 case 0x12: // DW_OP_dup
@@ -131,7 +131,7 @@ internal static class DwarfExpression
                     Push(stack, ref top, ~a);
                     break;
                 case 0x23: // DW_OP_plus_uconst
-                    if (!Pop(stack, ref top, out a) || !Uleb(expression, ref position, out b))
+                    if (!Pop(stack, ref top, out a) || !ElfInternal.Leb128.TryReadUnsigned(expression, ref position, out b))
                         return false;
                     Push(stack, ref top, a + b);
                     break;
@@ -168,8 +168,8 @@ internal static class DwarfExpression
                     }
                 case 0x92: // DW_OP_bregx
                     {
-                        if (!Uleb(expression, ref position, out var number) || number > 31 || !Register((int)number, registers, known, out var register)
-                            || !Sleb(expression, ref position, out var offset) || !Push(stack, ref top, register + (ulong)offset))
+                        if (!ElfInternal.Leb128.TryReadUnsigned(expression, ref position, out var number) || number > 31 || !Register((int)number, registers, known, out var register)
+                            || !ElfInternal.Leb128.TryReadSigned(expression, ref position, out var offset) || !Push(stack, ref top, register + (ulong)offset))
                             return false;
                         break;
                     }
@@ -256,39 +256,5 @@ internal static class DwarfExpression
             value = (value << 8) | expression[position + i];
         position += size;
         return true;
-    }
-
-    private static bool Uleb(ReadOnlySpan<byte> expression, ref int position, out ulong value)
-    {
-        value = 0;
-        for (var shift = 0; position < expression.Length; shift += 7)
-        {
-            var b = expression[position++];
-            if (shift < 64)
-                value |= (ulong)(b & 0x7f) << shift;
-            if ((b & 0x80) == 0)
-                return true;
-        }
-        return false;
-    }
-
-    private static bool Sleb(ReadOnlySpan<byte> expression, ref int position, out long value)
-    {
-        value = 0;
-        var shift = 0;
-        while (position < expression.Length)
-        {
-            var b = expression[position++];
-            if (shift < 64)
-                value |= (long)(b & 0x7f) << shift;
-            shift += 7;
-            if ((b & 0x80) == 0)
-            {
-                if (shift < 64 && (b & 0x40) != 0)
-                    value |= -1L << shift;
-                return true;
-            }
-        }
-        return false;
     }
 }
