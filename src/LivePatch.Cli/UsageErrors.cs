@@ -1,4 +1,5 @@
 using System.CommandLine;
+using LivePatch.Elf.ElfInternal;
 
 namespace LivePatch.Cli;
 
@@ -15,10 +16,7 @@ internal static class UsageErrors
             message = char.ToLowerInvariant(message[0]) + message[1..];
         var command = parse.CommandResult.Command;
         var path = command is RootCommand ? "livepatch" : $"livepatch {command.Name}";
-        return $"{Escape(message)} (see {path} --help)";
+        // Arguments come from the user's shell and may hold control characters: they reach the terminal escaped.
+        return $"{PrintableText.EscapeAsBytes(message)} (see {path} --help)";
     }
-
-    // Arguments come from the user's shell and may hold control characters: they reach the terminal escaped.
-    private static string Escape(string text) =>
-        string.Concat(text.Select(c => char.IsControl(c) ? $"\\x{(int)c:x2}" : c.ToString()));
 }

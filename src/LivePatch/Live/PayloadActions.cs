@@ -264,7 +264,7 @@ internal sealed class PayloadActions(LiveSession session)
                 var keep = thunks.AtRisk(entry, linked, newAddress);
                 var thunkAddress = keep.IsEmpty ? 0 : Thunks.Address(blocks.Trampolines, entries.Count, i);
                 if (thunkAddress != 0)
-                    session.Target.WriteMemory(thunkAddress, thunks.Assemble(thunkAddress, newAddress, keep));
+                    session.Target.WriteMemory(thunkAddress, Thunks.Assemble(thunkAddress, newAddress, keep));
                 var jump = new PatchBuffer(entry.PatchAddress, EntryPlanner.JumpLength);
                 jump.WriteJump(thunkAddress != 0 ? thunkAddress : newAddress);
                 var trampolineAddress = Trampolines.Address(blocks.Trampolines, i);

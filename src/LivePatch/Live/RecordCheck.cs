@@ -1,5 +1,6 @@
-using System.Buffers.Binary;
+using LivePatch.Elf.ElfInternal;
 using LivePatch.Targets;
+using LivePatch.X86;
 
 namespace LivePatch.Live;
 
@@ -41,7 +42,7 @@ internal static class RecordCheck
         if (record.Intent is not { } intent)
             return;
         foreach (var name in intent.Payloads)
-            if (name is null || name.Any(char.IsControl))
+            if (name is null || PrintableText.HasControl(name))
                 throw Invalid(target, $"the interrupted action names payload '{Text(name)}', which holds control characters");
         var pendingBlocks = intent.Mapped.Concat(intent.Unmaps).ToList();
         foreach (var block in pendingBlocks)
@@ -70,8 +71,7 @@ internal static class RecordCheck
     }
 
     /// <summary><paramref name="text"/> with control characters written as <c>\xNN</c>: record strings may hold terminal escapes.</summary>
-    public static string Text(string? text) =>
-        text is null ? "" : text.Any(char.IsControl) ? string.Concat(text.Select(c => char.IsControl(c) ? $"\\x{(int)c:x2}" : c.ToString())) : text;
+    public static string Text(string? text) => text is null ? "" : PrintableText.EscapeAsBytes(text);
 
     // What JSON left null where livepatch always writes something.
     private static void RequireComplete(TargetProcess target, AppliedPayloadInfo? payload)
@@ -87,7 +87,7 @@ internal static class RecordCheck
     {
         var name = $"payload '{Text(payload.Name)}'";
         foreach (var text in new[] { payload.Name, payload.File }.Concat(payload.Functions.SelectMany(f => new[] { f.Name, f.NewSymbol })).Concat(payload.Hooks.Select(h => h.Symbol)))
-            if (text is null || text.Any(char.IsControl))
+            if (text is null || PrintableText.HasControl(text))
                 throw Invalid(target, $"{name}: the name '{Text(text)}' holds control characters");
         if (payload.Memory.Count == 0)
             throw Invalid(target, $"{name}: it names no memory of its own");
@@ -172,7 +172,7 @@ internal static class RecordCheck
 
     // Where a 5-byte `jmp rel32` at `address` goes; null for anything else.
     private static ulong? JumpTarget(ulong address, byte[] bytes) =>
-        bytes.Length == JumpLength && bytes[0] == 0xe9 ? address + JumpLength + (ulong)(long)BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(1)) : null;
+        bytes.Length == JumpLength && Branch.TryReadJump(bytes, address, out var target) ? target : null;
 
     private static bool Holds(MappedBlock block, ulong address) => address >= block.Address && address < block.Address + block.Size;
 

@@ -23,13 +23,14 @@ internal sealed class Thunks(LiveSession session)
 
     private readonly ClobberAnalysis _oldCode = new(session.Target, Approximation.Under);
     private readonly ClobberAnalysis _newCode = new(session.Target, Approximation.Over);
-    private readonly int _vectorBytes = CalleeSaveThunk.VectorBytes(CpuFeatures.Detect());
-
-    // Mask registers are 64 bits with AVX512BW, 16 with AVX512F alone.
-    private readonly int _maskBytes = CpuFeatures.Detect().Has(CpuFeature.Avx512Bw) ? 8 : 2;
+    // The CPU does not change under a process: read once. Vector registers as wide as the thunk keeps them; mask
+    // registers 64 bits with AVX512BW, 16 with AVX512F alone.
+    private static readonly CpuFeatures Cpu = CpuFeatures.Detect();
+    private static readonly int VectorBytes = CalleeSaveThunk.VectorBytes(Cpu);
+    private static readonly int MaskBytes = Cpu.Has(CpuFeature.Avx512Bw) ? 8 : 2;
 
     // The registers this CPU has: xmm16-31 and k0-k7 come with AVX-512 (64-byte vectors).
-    private readonly ClobberSet _present = CalleeSaveThunk.VectorBytes(CpuFeatures.Detect()) >= 64
+    private static readonly ClobberSet Present = VectorBytes >= 64
         ? ClobberSet.Everything
         : new ClobberSet(GeneralRegisters.CallerSaved, 0xffffu, 0);
 
@@ -46,7 +47,7 @@ internal sealed class Thunks(LiveSession session)
         var old = _oldCode.OfTargetFunction(entry.Symbol.Address);
         // Registers this CPU lacks (k0-k7 and xmm16-31 without AVX-512) hold nobody's values and no code writes them:
         // an over-approximated "everything" (a call through the PLT) must not refuse the patch for them.
-        var keep = _newCode.OfPayloadFunction(linked, newAddress).Set.Except(old.Set).Intersect(_present);
+        var keep = _newCode.OfPayloadFunction(linked, newAddress).Set.Except(old.Set).Intersect(Present);
         if (old.Unknown is not null && keep.Intersect(ReturnRegisters) is { IsEmpty: false } result)
             throw new PatchRefusedException(LivePatchRefusal.CallerRegistersAtRisk,
                 $"{entry.Name} in process {session.Pid} could not be read whole ({old.Unknown}) and the new function writes {result}, which it may return its result in or its callers may keep values in: neither a jump nor a thunk is safe; refusing to patch it");
@@ -54,7 +55,7 @@ internal sealed class Thunks(LiveSession session)
     }
 
     /// <summary>The thunk keeping <paramref name="keep"/> at <paramref name="address"/> around a call of <paramref name="newAddress"/>.</summary>
-    public byte[] Assemble(ulong address, ulong newAddress, ClobberSet keep) => CalleeSaveThunk.Assemble(address, newAddress, keep, _vectorBytes, _maskBytes);
+    public static byte[] Assemble(ulong address, ulong newAddress, ClobberSet keep) => CalleeSaveThunk.Assemble(address, newAddress, keep, VectorBytes, MaskBytes);
 
     /// <summary>For messages and the record: <c>through a thunk keeping rcx, r8</c>.</summary>
     public static string Describe(AppliedFunctionInfo function) => function.Thunk == 0 ? "" : $" (through a thunk keeping {function.Keeps})";

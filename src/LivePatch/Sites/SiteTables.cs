@@ -188,7 +188,7 @@ public sealed partial class SiteTables
                 throw Bad(end == 0 ? "the key name is empty" : "the key name is not NUL-terminated");
             var key = System.Text.Encoding.UTF8.GetString(text[..end]);
             var held = module.Bytes(site, StaticKeyNop.Length);
-            if (!held.SequenceEqual(StaticKeyNop) && !(held[0] == 0xe9 && site + 5 + (ulong)(long)BinaryPrimitives.ReadInt32LittleEndian(held[1..]) == target))
+            if (!held.SequenceEqual(StaticKeyNop) && !(Branch.TryReadJump(held, site, out var jumpsTo) && jumpsTo == target))
                 throw Bad($"site 0x{site:x} of key '{key}' holds {Convert.ToHexStringLower(held)}, neither a 5-byte NOP nor a jump to its on path");
             sites.Add(new StaticKeySite(site, target, key));
         }

@@ -22,6 +22,23 @@ public static class Branch
     public static void WriteCall(Span<byte> destination, ulong address, ulong target) =>
         Write(destination, Code.Call_rel32_64, address, target);
 
+    /// <summary>
+    /// Where the <c>jmp rel32</c> that <paramref name="code"/> starts with goes, when it starts with one and the code
+    /// lives at <paramref name="address"/>; false for any other instruction (a short jump included).
+    /// </summary>
+    public static bool TryReadJump(ReadOnlySpan<byte> code, ulong address, out ulong target)
+    {
+        target = 0;
+        if (code.Length < Rel32Length)
+            return false;
+        var decoder = Decoder.Create(64, new ByteArrayCodeReader(code[..Rel32Length].ToArray()), address);
+        decoder.Decode(out var instruction);
+        if (instruction.Code != Code.Jmp_rel32_64)
+            return false;
+        target = instruction.NearBranchTarget;
+        return true;
+    }
+
     private static void Write(Span<byte> destination, Code code, ulong address, ulong target)
     {
         if (destination.Length < Rel32Length)

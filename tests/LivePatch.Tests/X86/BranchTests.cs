@@ -62,4 +62,18 @@ public class BranchTests
     [Fact]
     public void A_destination_shorter_than_5_bytes_is_refused() =>
         Assert.Throws<ArgumentException>(() => Branch.WriteJump(new byte[4], 0x1000, 0x2000));
+
+    [Fact]
+    public void A_jump_written_reads_back_to_its_target_and_nothing_else_reads_as_one()
+    {
+        var buffer = new byte[Branch.Rel32Length];
+        Branch.WriteJump(buffer, 0x7f0000001000, 0x7f0000100000);
+
+        Assert.True(Branch.TryReadJump(buffer, 0x7f0000001000, out var target));
+        Assert.Equal(0x7f0000100000UL, target);
+        Branch.WriteCall(buffer, 0x1000, 0x2000);
+        Assert.False(Branch.TryReadJump(buffer, 0x1000, out _));
+        Assert.False(Branch.TryReadJump([0x0f, 0x1f, 0x44, 0x00, 0x00], 0x1000, out _)); // the 5-byte NOP
+        Assert.False(Branch.TryReadJump([0xe9, 0x00, 0x00, 0x00], 0x1000, out _)); // cut short
+    }
 }

@@ -7,6 +7,14 @@ internal static class PrintableText
     public static bool HasControl(string text) => text.Any(char.IsControl);
 
     /// <summary><paramref name="text"/> with each control character shown as <c>\uXXXX</c>.</summary>
-    public static string Escape(string text) =>
-        HasControl(text) ? string.Concat(text.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString())) : text;
+    public static string Escape(string text) => Escape(text, c => $"\\u{(int)c:x4}");
+
+    /// <summary>
+    /// <paramref name="text"/> with each control character shown as <c>\xNN</c>, as a terminal user writes an escape
+    /// (strings from a target's record, a command line's arguments).
+    /// </summary>
+    public static string EscapeAsBytes(string text) => Escape(text, c => $"\\x{(int)c:x2}");
+
+    private static string Escape(string text, Func<char, string> show) =>
+        HasControl(text) ? string.Concat(text.Select(c => char.IsControl(c) ? show(c) : c.ToString())) : text;
 }
