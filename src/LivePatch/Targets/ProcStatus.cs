@@ -13,15 +13,21 @@ internal static class ProcStatus
     {
         try
         {
-            foreach (var line in File.ReadLines($"/proc/{pid}/task/{tid}/status"))
-                if (line.StartsWith(field, StringComparison.Ordinal))
-                    return line[field.Length..].Trim();
-            return null;
+            return Field(File.ReadLines($"/proc/{pid}/task/{tid}/status"), field);
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException)
         {
             return null;
         }
+    }
+
+    /// <summary>The text after <paramref name="field"/> in the lines of a status file already read, trimmed; null when absent.</summary>
+    public static string? Field(IEnumerable<string> status, string field)
+    {
+        foreach (var line in status)
+            if (line.StartsWith(field, StringComparison.Ordinal))
+                return line[field.Length..].Trim();
+        return null;
     }
 
     /// <summary>A numeric field of a thread's status (<c>PPid:</c>, <c>Tgid:</c>), or null.</summary>

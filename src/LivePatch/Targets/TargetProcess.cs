@@ -21,13 +21,7 @@ public sealed class TargetProcess : IDisposable
     /// <summary>The process id.</summary>
     public int Pid { get; }
 
-    private static string? StatusField(string status, string field)
-    {
-        foreach (var line in status.Split('\n'))
-            if (line.StartsWith(field, StringComparison.Ordinal))
-                return line[field.Length..].Trim();
-        return null;
-    }
+    private static string? StatusField(string status, string field) => ProcStatus.Field(status.Split('\n'), field);
 
     /// <summary>
     /// Where separate debug files of stripped modules are looked for by build-id and <c>.gnu_debuglink</c>, in this
